@@ -1,0 +1,166 @@
+"""ADM-style UNet eps-model (Dhariwal & Nichol 2021) and the encoder half it shares with the classifier."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import (
+    AttentionBlock,
+    Downsample,
+    ResBlock,
+    TimestepMLP,
+    TimestepSequential,
+    Upsample,
+    as_int_tuple,
+    check_image_batch,
+    check_timesteps,
+    group_norm,
+    zero_,
+)
+
+__all__ = ["UNet", "Encoder"]
+
+
+class Encoder(nn.Module):
+    """Time embedding, input conv, down path and middle block (ResBlock, attention, ResBlock).
+
+    `forward(x, t)` returns (h, emb, skips): the middle-block output, the timestep embedding and the
+    activations the UNet decoder concatenates back in. `attention_resolutions` are feature-map sizes.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        in_channels: int,
+        base_channels: int,
+        channel_mult,
+        num_res_blocks: int,
+        attention_resolutions,
+        num_heads: int,
+        dropout: float,
+        groups: int,
+    ):
+        super().__init__()
+        channel_mult = as_int_tuple(channel_mult, "channel_mult")
+        attention_resolutions = set(as_int_tuple(attention_resolutions, "attention_resolutions"))
+        if not channel_mult or min(channel_mult) < 1:
+            raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
+        if num_res_blocks < 1 or base_channels < 1 or in_channels < 1:
+            raise ValueError("num_res_blocks, base_channels and in_channels must be positive")
+        self.factor = 2 ** (len(channel_mult) - 1)
+        if image_size % self.factor:
+            raise ValueError(f"image_size {image_size} is not divisible by 2**(len(channel_mult)-1) = {self.factor}")
+        self.resolutions = [image_size // 2**i for i in range(len(channel_mult))]
+        unreachable = attention_resolutions - set(self.resolutions)
+        if unreachable:
+            raise ValueError(
+                f"attention_resolutions {sorted(unreachable)} never occur; feature maps are {self.resolutions}"
+            )
+        self.in_channels = in_channels
+        self.channel_mult = channel_mult
+        self.attention_resolutions = attention_resolutions
+        # 2x base (ADM uses 4x): scale-shift doubles each ResBlock's projection, and 2x keeps the
+        # CIFAR-10 preset at the DDPM size (35.7M) instead of 38.3M.
+        self.emb_dim = 2 * base_channels
+        self.time_embed = TimestepMLP(base_channels, self.emb_dim)
+
+        def res(cin: int, cout: int) -> ResBlock:
+            return ResBlock(cin, cout, self.emb_dim, dropout, groups)
+
+        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        self.skip_channels = [base_channels]
+        ch = base_channels
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                block = [res(ch, base_channels * mult)]
+                ch = base_channels * mult
+                if self.resolutions[level] in attention_resolutions:
+                    block.append(AttentionBlock(ch, num_heads, groups))
+                self.down.append(TimestepSequential(*block))
+                self.skip_channels.append(ch)
+            if level != len(channel_mult) - 1:
+                self.down.append(TimestepSequential(Downsample(ch)))
+                self.skip_channels.append(ch)
+        self.middle = TimestepSequential(res(ch, ch), AttentionBlock(ch, num_heads, groups), res(ch, ch))
+        self.out_channels = ch
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor):
+        emb = self.time_embed(t)
+        h = self.input_conv(x)
+        skips = [h]
+        for block in self.down:
+            h = block(h, emb)
+            skips.append(h)
+        return self.middle(h, emb), emb, skips
+
+
+class UNet(nn.Module):
+    """Noise-prediction UNet: `forward(x, t) -> eps` with eps shaped like x.
+
+    The defaults are the CIFAR-10 preset (35,521,411 parameters, the DDPM CIFAR-10 size). A digits
+    preset for 8x8x1 images: base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+    attention_resolutions=(4,), dropout=0.0, groups=8 (173,409 parameters).
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 32,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        base_channels: int = 128,
+        channel_mult=(1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions=(16,),
+        num_heads: int = 4,
+        dropout: float = 0.1,
+        groups: int = 32,
+    ):
+        super().__init__()
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.out_channels = in_channels if out_channels is None else out_channels
+        self.encoder = Encoder(
+            image_size=image_size,
+            in_channels=in_channels,
+            base_channels=base_channels,
+            channel_mult=channel_mult,
+            num_res_blocks=num_res_blocks,
+            attention_resolutions=attention_resolutions,
+            num_heads=num_heads,
+            dropout=dropout,
+            groups=groups,
+        )
+        enc = self.encoder
+        skips = list(enc.skip_channels)
+        ch = enc.out_channels
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(enc.channel_mult))):
+            out_ch = base_channels * enc.channel_mult[level]
+            for i in range(num_res_blocks + 1):
+                block = [ResBlock(ch + skips.pop(), out_ch, enc.emb_dim, dropout, groups)]
+                ch = out_ch
+                if enc.resolutions[level] in enc.attention_resolutions:
+                    block.append(AttentionBlock(ch, num_heads, groups))
+                if level and i == num_res_blocks:
+                    block.append(Upsample(ch))
+                self.up.append(TimestepSequential(*block))
+        self.out = nn.Sequential(
+            group_norm(ch, groups), nn.SiLU(), zero_(nn.Conv2d(ch, self.out_channels, 3, padding=1))
+        )
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.in_channels, self.encoder.factor, "UNet")
+        if t is None:
+            raise ValueError("UNet needs timesteps t (LongTensor [B]); only classifiers accept t=None")
+        t = check_timesteps(t, x, "UNet")
+        h, emb, skips = self.encoder(x, t)
+        for block in self.up:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h)
