@@ -1,0 +1,1 @@
+"""Hydra entry points. Each is thin: compose the config, build the parts, run."""

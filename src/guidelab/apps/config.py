@@ -1,0 +1,30 @@
+"""Hydra plumbing shared by the entry points: config path, resolvers, the printed and saved config."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import rich
+import rich.syntax
+import rich.tree
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+
+if not OmegaConf.has_resolver("uid"):
+    # a short random id, resolved once per config: run dirs never collide, even within one second
+    OmegaConf.register_new_resolver("uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
+    """Show the resolved config as a rich tree (one branch per group) and save it beside the run."""
+    tree = rich.tree.Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        branch = tree.add(str(key), style="bold")
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
+    rich.print(tree)
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        Path(save_to).write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,0 +1,84 @@
+"""guidelab-sweep: train once, guide with any classifier. Samples a DDPM checkpoint under a classifier
+checkpoint across guidance scales and writes quality_diversity.json / .png in its run dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import hydra.utils
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from guidelab.apps.config import CONFIG_DIR, print_config_tree
+from guidelab.apps.loggers import finish_wandb, make_loggers
+from guidelab.evaluation import SweepSettings, run_guided_sweep
+from guidelab.evaluation.report import log_to_loggers, print_table, write_report
+from guidelab.metrics import QualityDiversityMetrics
+from guidelab.modules import CheckpointError, check_compatible, load_module
+
+
+def load_and_check(cfg: DictConfig, datamodule):
+    """Load the three checkpoints and refuse any pair that disagrees, before any sampling."""
+    ddpm = load_module(cfg.ddpm_checkpoint, "ddpm")
+    classifier = load_module(cfg.classifier_checkpoint, "classifier")
+    eval_classifier = load_module(cfg.eval_classifier_checkpoint, "eval_classifier")
+    check_compatible(ddpm, classifier, keys=("schedule", "image_shape"))
+    check_compatible(classifier, eval_classifier, keys=("image_shape", "num_classes"))
+    data_shape = list(datamodule.image_shape)
+    if data_shape != ddpm.meta["image_shape"]:
+        raise CheckpointError(f"image_shape: ddpm ({cfg.ddpm_checkpoint}) has {ddpm.meta['image_shape']}, "
+                              f"data {cfg.data._target_} has {data_shape}")
+    if datamodule.num_classes != classifier.meta["num_classes"]:
+        raise CheckpointError(f"num_classes: classifier ({cfg.classifier_checkpoint}) has "
+                              f"{classifier.meta['num_classes']}, data {cfg.data._target_} has {datamodule.num_classes}")
+    steps = cfg.guidance.steps
+    if steps is not None and not 1 <= steps <= ddpm.schedule.T:
+        raise ValueError(f"guidance.steps must be in [1, T={ddpm.schedule.T}] of the DDPM, got {steps}")
+    return ddpm, classifier, eval_classifier
+
+
+def run_sweep(cfg: DictConfig):
+    """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
+    settings = SweepSettings(**OmegaConf.to_container(cfg.guidance, resolve=True))
+    datamodule = hydra.utils.instantiate(cfg.data)
+    ddpm, classifier, eval_classifier = load_and_check(cfg, datamodule)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    pl.seed_everything(cfg.seed)
+    output_dir = Path(cfg.paths.output_dir)
+    loggers = make_loggers(cfg, output_dir)
+    try:
+        metrics = QualityDiversityMetrics(eval_classifier, datamodule.num_classes, features=cfg.metrics.features,
+                                          inception_weights=cfg.metrics.inception_weights).to(device)
+        real, _ = datamodule.real_images(cfg.metrics.num_real, split=cfg.metrics.real_split)
+        for batch in real.split(settings.batch_size):
+            metrics.update_real(batch.to(device))
+        result = run_guided_sweep(ddpm.to(device), classifier.to(device), ddpm.schedule, ddpm.meta["image_shape"],
+                                  datamodule.num_classes, metrics, settings, device=device)
+        result.settings.update(ddpm_checkpoint=str(cfg.ddpm_checkpoint),
+                               classifier_checkpoint=str(cfg.classifier_checkpoint),
+                               eval_classifier_checkpoint=str(cfg.eval_classifier_checkpoint),
+                               seed=cfg.seed, device=str(device))
+        paths = write_report(result, output_dir)
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        log_to_loggers(result, loggers)
+        for logger in loggers:
+            logger.save()
+    finally:
+        finish_wandb()
+    return result, paths
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="sweep", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    print_config_tree(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml")
+    result, paths = run_sweep(cfg)
+    print_table(result.rows)
+    print(f"quality_diversity.json: {paths['quality_diversity.json']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""guidelab-train: train the DDPM, the noisy classifier or the evaluation classifier.
+
+    guidelab-train                                  # DDPM on the embedded digits, CPU
+    guidelab-train task=classifier                  # noisy guidance classifier, same schedule
+    guidelab-train experiment=cifar10_ddpm trainer=ddp trainer.devices=8
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import hydra.utils
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from guidelab.apps.config import CONFIG_DIR, print_config_tree
+from guidelab.apps.loggers import finish_wandb, make_loggers
+from guidelab.apps.resume import resolve_resume
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if cfg.task.get("ema"):
+        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.task.ema.decay))
+    return callbacks
+
+
+def train(cfg: DictConfig) -> dict:
+    """Build everything from the config (failing before any training on bad values), then fit."""
+    output_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = hydra.utils.instantiate(
+        cfg.task.module,
+        net=OmegaConf.to_container(cfg.net, resolve=True),
+        schedule=OmegaConf.to_container(cfg.diffusion, resolve=True),
+        image_shape=list(datamodule.image_shape),
+        num_classes=datamodule.num_classes,
+        _recursive_=False,
+    )
+    ckpt_path, resume_id = resolve_resume(cfg, output_dir)
+    loggers = make_loggers(cfg, output_dir, resume_id)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg),
+                                      default_root_dir=str(output_dir))
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        finish_wandb()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    return {"metrics": metrics, "best_checkpoint": best, "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt")}
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    print_config_tree(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml")
+    result = train(cfg)
+    print(f"checkpoints: {result['last_checkpoint']}")
+    return result["metrics"].get(cfg.task.monitor)
+
+
+if __name__ == "__main__":
+    main()

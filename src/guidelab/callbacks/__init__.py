@@ -1,0 +1,5 @@
+"""Lightning callbacks."""
+
+from .guided_sampling import GuidedSamplingCallback
+
+__all__ = ["GuidedSamplingCallback"]

@@ -1,0 +1,6 @@
+"""The guided sweep across scales (shared by the callback and guidelab-sweep), its report and plots."""
+
+from .guided_sweep import SweepSettings, run_guided_sweep
+from .result import METRICS, SweepResult
+
+__all__ = ["SweepSettings", "run_guided_sweep", "SweepResult", "METRICS"]

@@ -1,0 +1,158 @@
+"""One guided sweep: sample at every guidance scale in the same batches, then score each scale.
+
+Shared by `GuidedSamplingCallback` (during classifier training) and `guidelab-sweep` (standalone).
+Under DDP each rank samples a shard; the metrics sync in compute(), so every rank must call `run_guided_sweep`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.distributed as dist
+from rich.progress import Progress
+
+from guidelab.diffusion import NoiseSchedule, sample
+
+from .result import SweepResult
+
+
+@dataclass
+class SweepSettings:
+    scales: list[float] = field(default_factory=lambda: [-1.0, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0])
+    samples_per_scale: int = 500
+    batch_size: int = 1024
+    sampler: str = "ddim"
+    steps: int | None = 50
+    eta: float = 0.0
+    form: str = "eps"
+    clip_denoised: bool = True
+    seed: int = 0
+    grid_size: int = 20
+
+    def __post_init__(self):
+        self.scales = sorted(float(s) for s in self.scales)
+        if not self.scales:
+            raise ValueError("scales must list at least one guidance scale")
+        if any(s != s or s in (float("inf"), float("-inf")) for s in self.scales):
+            raise ValueError(f"guidance scales must be finite, got {self.scales}")
+        if len(set(self.scales)) != len(self.scales):
+            raise ValueError(f"guidance scales must be distinct, got {self.scales}")
+        if self.samples_per_scale < 2:
+            raise ValueError(f"samples_per_scale must be >= 2 (FID needs two samples), got {self.samples_per_scale}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _TrajectoryProbe:
+    """Accumulates, per sampling step and scale, the guidance gradient norm and p(target | x_t)."""
+
+    def __init__(self, scale_index: torch.Tensor, num_scales: int, num_steps: int, device):
+        self.scale_index = scale_index
+        self.t = [0] * num_steps
+        self.sums = torch.zeros(2, num_scales, num_steps, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(num_scales, dtype=torch.float64, device=device)
+        self.step = 0
+
+    def start_batch(self, scale_index: torch.Tensor) -> None:
+        self.scale_index = scale_index
+        self.step = 0
+        self.counts.index_add_(0, scale_index, torch.ones_like(scale_index, dtype=torch.float64))
+
+    def __call__(self, info: dict) -> None:
+        if info["grad"] is not None:
+            norms = info["grad"].flatten(1).norm(dim=1).double()
+            probs = info["log_prob"].exp().double()
+            self.sums[0, :, self.step].index_add_(0, self.scale_index, norms)
+            self.sums[1, :, self.step].index_add_(0, self.scale_index, probs)
+        self.t[self.step] = int(info["t"][0])
+        self.step += 1
+
+    def summary(self, scales: list[float]) -> dict:
+        sums, counts = self.sums.clone(), self.counts.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+            dist.all_reduce(counts)
+        means = sums / counts.clamp(min=1)[None, :, None]
+        return {"t": self.t, "scales": scales, "grad_norm": means[0].tolist(), "p_target": means[1].tolist()}
+
+
+def _plan(settings: SweepSettings, num_classes: int, rank: int, world: int):
+    """Every (scale, target) pair of the sweep, strided across ranks; targets cycle through the classes."""
+    n = settings.samples_per_scale
+    scale_index = torch.arange(len(settings.scales)).repeat_interleave(n)
+    targets = torch.arange(n).remainder(num_classes).repeat(len(settings.scales))
+    return scale_index[rank::world], targets[rank::world]
+
+
+def run_guided_sweep(
+    eps_model,
+    classifier,
+    schedule: NoiseSchedule,
+    image_shape,
+    num_classes: int,
+    metrics,
+    settings: SweepSettings,
+    device=None,
+    progress: bool = True,
+) -> SweepResult:
+    """Sample `samples_per_scale` images at each scale (scales mixed in every batch through per-sample
+    scales) and compute fid / accuracy / precision / recall per scale with `metrics`
+    (a QualityDiversityMetrics whose real set is already added)."""
+    device = torch.device(device) if device is not None else next(eps_model.parameters()).device
+    rank, world = _rank_and_world()
+    scales = torch.tensor(settings.scales, device=device)
+    scale_index, targets = _plan(settings, num_classes, rank, world)
+    num_steps = settings.steps or schedule.num_steps
+    probe = _TrajectoryProbe(scale_index[:0].to(device), len(settings.scales), num_steps, device)
+    generator = torch.Generator(device=device).manual_seed(settings.seed * 1000 + rank)
+
+    images = []
+    start = time.perf_counter()
+    chunks = list(zip(scale_index.split(settings.batch_size), targets.split(settings.batch_size)))
+    with Progress(disable=not progress or rank != 0, transient=True) as bar:
+        task = bar.add_task("guided sampling", total=len(chunks))
+        for chunk_scale, chunk_y in chunks:
+            chunk_scale, chunk_y = chunk_scale.to(device), chunk_y.to(device)
+            probe.start_batch(chunk_scale)
+            x = sample(
+                eps_model, schedule, (len(chunk_y), *image_shape), classifier=classifier, y=chunk_y,
+                scale=scales[chunk_scale], steps=settings.steps, sampler=settings.sampler, eta=settings.eta,
+                form=settings.form, clip_denoised=settings.clip_denoised, generator=generator, device=device,
+                callback=probe,
+            )
+            images.append(x.clamp(-1, 1))
+            bar.advance(task)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    sampling_s = time.perf_counter() - start
+    images = torch.cat(images) if images else torch.empty(0, *image_shape, device=device)
+
+    rows, grids = [], {}
+    metrics_start = time.perf_counter()
+    total_samples = settings.samples_per_scale * len(settings.scales)
+    for k, w in enumerate(settings.scales):
+        mine = scale_index.to(device) == k
+        metrics.reset_fake()
+        metrics.update_fake(images[mine], targets.to(device)[mine])
+        row = {"scale": w, **metrics.compute()}
+        row["samples_per_s"] = total_samples / sampling_s if sampling_s > 0 else float("nan")
+        row["num_samples"] = settings.samples_per_scale
+        rows.append(row)
+        grids[w] = images[mine][: settings.grid_size].cpu()
+    metrics_s = time.perf_counter() - metrics_start
+
+    timings = {"sampling_s": sampling_s, "metrics_s": metrics_s, "total_s": sampling_s + metrics_s,
+               "samples_per_s": total_samples / sampling_s if sampling_s > 0 else float("nan"),
+               "world_size": world}
+    info = {**asdict(settings), "steps": num_steps, "T": schedule.T, "schedule": schedule.kind,
+            "features": getattr(metrics, "features_kind", None)}
+    return SweepResult(rows=rows, settings=info, timings=timings, grids=grids,
+                       trajectory=probe.summary(settings.scales))

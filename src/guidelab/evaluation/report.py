@@ -1,0 +1,186 @@
+"""Reporting a guided sweep: files on disk, a table on the terminal, and W&B / Lightning loggers."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from rich.console import Console
+from rich.table import Table
+from torchvision.utils import save_image
+
+from .plots import image_grid, plot_grids, plot_quality_diversity, plot_trajectory
+from .result import METRICS, SweepResult
+
+TABLE_COLUMNS = ("scale", *METRICS, "samples_per_s")
+# the metric each "best" summary entry maximises (True) or minimises (False)
+HIGHER_IS_BETTER = {"fid": False, "accuracy": True, "precision": True, "recall": True}
+
+
+def _finite_or_none(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _jsonable(obj):
+    """A copy of obj that strict JSON accepts: non-finite floats become null, tensors and arrays become lists."""
+    if isinstance(obj, dict):
+        return {str(key): _jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(value) for value in obj]
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist"):  # torch tensors, numpy arrays and numpy scalars
+        return _jsonable(obj.tolist())
+    return str(obj)
+
+
+def scale_tag(scale) -> str:
+    """How a scale appears in keys and file names: 1 -> '1.0', -0.5 -> '-0.5'."""
+    return str(float(scale))
+
+
+def write_report(result: SweepResult, out_dir) -> dict[str, Path]:
+    """Write quality_diversity.json and the PNG figures into out_dir; return their paths keyed by file name."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+
+    def target(name: str) -> Path:
+        paths[name] = out_dir / name
+        return paths[name]
+
+    with open(target("quality_diversity.json"), "w") as f:
+        json.dump(_jsonable(result.to_json()), f, indent=2, allow_nan=False)
+    plot_quality_diversity(result.rows, target("quality_diversity.png"))
+    if result.trajectory and result.trajectory.get("t"):
+        plot_trajectory(result.trajectory, target("guidance_trajectory.png"))
+    grids = {scale: images for scale, images in result.grids.items() if images.numel()}
+    if grids:
+        plot_grids(grids, target("samples.png"))
+        for scale, images in sorted(grids.items()):
+            save_image(image_grid(images), target(f"samples_w{scale_tag(scale)}.png"))
+    return paths
+
+
+def _format(value) -> str:
+    value = _finite_or_none(value)
+    return "–" if value is None else f"{value:.4g}"
+
+
+def print_table(rows: list[dict], console: Console | None = None) -> None:
+    """Print one line per guidance scale with its metrics and throughput."""
+    table = Table(title="guided sampling across scales")
+    for header in ("scale", "FID ↓", "accuracy ↑", "precision ↑", "recall ↑", "samples/s"):
+        table.add_column(header, justify="right")
+    for row in sorted(rows, key=lambda row: row["scale"]):
+        table.add_row(*(_format(row.get(column)) for column in TABLE_COLUMNS))
+    (console or Console()).print(table)
+
+
+def _figure_image(fig):
+    """A wandb.Image of a matplotlib figure (rendered to PNG in memory), closing the figure."""
+    import wandb
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    buffer.seek(0)
+    return wandb.Image(Image.open(buffer).convert("RGB"))
+
+
+def _grid_image(images: torch.Tensor, caption: str):
+    import wandb
+
+    pixels = (image_grid(images) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return wandb.Image(pixels, caption=caption)
+
+
+def _best(rows: list[dict], prefix: str) -> dict:
+    """Best value of every metric across scales, and the scale reaching it."""
+    summary = {}
+    for metric, higher in HIGHER_IS_BETTER.items():
+        scored = [(row[metric], row["scale"]) for row in rows if _finite_or_none(row.get(metric)) is not None]
+        if scored:
+            value, scale = max(scored) if higher else min(scored)
+            summary[f"{prefix}/best_{metric}"] = float(value)
+            summary[f"{prefix}/best_{metric}_scale"] = float(scale)
+    return summary
+
+
+def _wandb_payload(result: SweepResult, prefix: str) -> dict:
+    import wandb
+
+    rows = sorted(result.rows, key=lambda row: row["scale"])
+    table = wandb.Table(columns=list(TABLE_COLUMNS),
+                        data=[[_finite_or_none(row.get(column)) for column in TABLE_COLUMNS] for row in rows])
+    payload = {f"{prefix}/table": table}
+    for metric in (*METRICS, "samples_per_s"):
+        payload[f"{prefix}/{metric}_vs_scale"] = wandb.plot.line(
+            table, "scale", metric, title=f"{metric} vs guidance scale")
+    payload[f"{prefix}/fid_vs_accuracy"] = wandb.plot.scatter(table, "accuracy", "fid", title="FID vs accuracy")
+    payload[f"{prefix}/precision_vs_recall"] = wandb.plot.scatter(
+        table, "recall", "precision", title="precision vs recall")
+    for scale, images in sorted(result.grids.items()):
+        if images.numel():
+            payload[f"{prefix}/samples/w={scale_tag(scale)}"] = _grid_image(images, f"w = {float(scale):g}")
+    payload[f"{prefix}/curves"] = _figure_image(plot_quality_diversity(rows))
+
+    trajectory = result.trajectory
+    if trajectory and trajectory.get("t"):
+        keys = [f"w={scale_tag(scale)}" for scale in trajectory["scales"]]
+        for name, series, title in (("grad_norm", trajectory["grad_norm"], "mean guidance-gradient norm vs t"),
+                                    ("p_target", trajectory["p_target"], "guide's p(target | x_t) vs t")):
+            ys = [[_finite_or_none(value) for value in line] for line in series]
+            payload[f"{prefix}/{name}_vs_t"] = wandb.plot.line_series(
+                xs=list(trajectory["t"]), ys=ys, keys=keys, title=title, xname="t")
+        payload[f"{prefix}/trajectory"] = _figure_image(plot_trajectory(trajectory))
+    return payload
+
+
+def log_to_wandb(result: SweepResult, run, step: int | None = None, prefix: str = "guidance") -> None:
+    """Log the sweep to a W&B run in one history row; does nothing for None or a non-W&B object, never raises.
+
+    `step` goes into the row as `trainer/global_step` (the x-axis WandbLogger defines) rather than as the W&B
+    step: W&B silently drops rows whose step is behind its own counter, which Lightning has already advanced.
+    """
+    try:
+        import wandb
+
+        if run is None or not isinstance(run, wandb.Run):  # e.g. Lightning's _DummyExperiment on rank > 0
+            return
+        payload = _wandb_payload(result, prefix)
+        if step is not None:
+            payload["trainer/global_step"] = step
+        run.log(payload)
+        run.summary.update(_best(result.rows, prefix))
+    except Exception as error:  # a logging failure must never end a training run
+        warnings.warn(f"logging the guided sweep to W&B failed: {error!r}", RuntimeWarning, stacklevel=2)
+
+
+def log_to_loggers(result: SweepResult, loggers, step: int | None = None, prefix: str = "guidance") -> None:
+    """W&B loggers get the full report; any other Lightning logger gets `{prefix}/{metric}_w{scale}` scalars."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    scalars = {
+        f"{prefix}/{metric}_w{scale_tag(row['scale'])}": float(row[metric])
+        for row in result.rows for metric in METRICS if _finite_or_none(row.get(metric)) is not None
+    }
+    for logger in loggers or []:
+        try:
+            if isinstance(logger, WandbLogger):
+                log_to_wandb(result, logger.experiment, step=step, prefix=prefix)
+            elif scalars:
+                logger.log_metrics(scalars, step=step)
+        except Exception as error:  # as in log_to_wandb: reporting must not end a run
+            warnings.warn(f"logging the guided sweep to {type(logger).__name__} failed: {error!r}",
+                          RuntimeWarning, stacklevel=2)

@@ -1,0 +1,65 @@
+"""The unconditional DDPM: eps-prediction, uniform t, MSE; EMA comes from Lightning's EMAWeightAveraging."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from guidelab.diffusion import sample
+
+from .base import NUM_QUARTILES, GuidelabModule, build_net, noise_quartile, plain
+
+
+class DDPMModule(GuidelabModule):
+    kind = "ddpm"
+
+    def __init__(self, net: dict, schedule: dict, image_shape, num_classes: int = 1, lr: float = 2e-4,
+                 weight_decay: float = 0.0, warmup_steps: int = 500, betas=(0.9, 0.999),
+                 channels_last: bool = False, compile: bool = False, kind: str = "ddpm"):
+        super().__init__(plain(net), plain(schedule), plain(image_shape), num_classes, lr, weight_decay,
+                         warmup_steps, plain(betas), channels_last, compile)
+        self.save_hyperparameters({"net": plain(net), "schedule": plain(schedule), "image_shape": plain(image_shape),
+                                   "num_classes": int(num_classes), "lr": lr, "weight_decay": weight_decay,
+                                   "warmup_steps": warmup_steps, "betas": plain(betas),
+                                   "channels_last": channels_last, "compile": compile, "kind": self.kind})
+        self.net = self._maybe_compile(build_net(self.hparams.net, self.hparams.image_shape))
+        self.val_loss_by_quartile = torch.nn.ModuleList(MeanMetric() for _ in range(NUM_QUARTILES))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(self._prepare_input(x), t)
+
+    def _losses(self, x0: torch.Tensor, generator=None):
+        t = self.random_timesteps(len(x0), generator)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device if generator is None else generator.device)
+        noise = noise.to(x0.device)
+        eps = self(self.schedule.q_sample(x0, t, noise), t)
+        return F.mse_loss(eps.float(), noise, reduction="none").flatten(1).mean(1), t
+
+    def training_step(self, batch, batch_idx):
+        losses, _ = self._losses(batch[0])
+        loss = losses.mean()
+        self.check_finite(loss)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        # a fixed generator per batch makes val losses comparable across epochs
+        gen = torch.Generator(device="cpu").manual_seed(batch_idx)
+        losses, t = self._losses(batch[0], gen)
+        self.log("val/loss", losses.mean(), prog_bar=True, sync_dist=True)
+        quartile = noise_quartile(t, self.schedule.T)
+        for q, metric in enumerate(self.val_loss_by_quartile):
+            if (quartile == q).any():
+                metric.update(losses[quartile == q])
+
+    def on_validation_epoch_end(self):
+        for q, metric in enumerate(self.val_loss_by_quartile):
+            if metric.update_count:
+                self.log(f"val/loss_q{q}", metric.compute())
+            metric.reset()
+
+    @torch.no_grad()
+    def sample(self, n: int, **kwargs) -> torch.Tensor:
+        """Unguided (or guided: pass classifier=, y=, scale=) samples from this model; see guidelab.diffusion.sample."""
+        return sample(self, self.schedule, (n, *self.hparams.image_shape), device=self.device, **kwargs)

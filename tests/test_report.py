@@ -1,0 +1,167 @@
+"""The sweep report: JSON and PNG files, the terminal table, W&B (offline) and CSV logging."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+
+from guidelab.evaluation.plots import image_grid, plot_grids, plot_quality_diversity
+from guidelab.evaluation.report import log_to_loggers, log_to_wandb, print_table, write_report
+from guidelab.evaluation.result import METRICS, SweepResult
+
+SCALES = [-1.0, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+@pytest.fixture(autouse=True)
+def offline_wandb(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def fake_result(nan_fid_at: float | None = None) -> SweepResult:
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for i, w in enumerate(SCALES):
+        rows.append({
+            "scale": w, "fid": 30.0 - 2 * i + i * i * 0.8, "accuracy": min(0.1 + 0.14 * i, 0.99),
+            "precision": 0.5 + 0.06 * i, "recall": 0.7 - 0.08 * i, "samples_per_s": 120.0 + i,
+            "num_samples": 64,
+        })
+        if w == nan_fid_at:
+            rows[-1]["fid"] = float("nan")
+    t = list(range(99, -1, -10))  # 10 sampling steps, noisiest first
+    trajectory = {
+        "t": t, "scales": SCALES,
+        "grad_norm": [[abs(w) * (1 + s / 100) + 1e-3 for s in t] for w in SCALES],
+        "p_target": [[min(1.0, 0.1 + 0.1 * abs(w) * (1 - s / 100)) for s in t] for w in SCALES],
+    }
+    grids = {w: torch.rand(8, 1, 8, 8, generator=generator) * 2 - 1 for w in SCALES}
+    return SweepResult(rows=rows, settings={"sampler": "ddim", "steps": 10, "eta": float("inf")},
+                       timings={"sampling_s": 1.5, "metrics_s": 0.5, "total_s": 2.0},
+                       grids=grids, trajectory=trajectory)
+
+
+def reject_constant(name):
+    raise AssertionError(f"non-standard JSON constant {name}")
+
+
+def test_write_report_files(tmp_path):
+    out = tmp_path / "report" / "nested"
+    paths = write_report(fake_result(nan_fid_at=8.0), out)
+
+    expected = {"quality_diversity.json", "quality_diversity.png", "guidance_trajectory.png", "samples.png",
+                *(f"samples_w{w}.png" for w in SCALES)}
+    assert set(paths) == expected
+    assert all(path.parent == out and path.is_file() for path in paths.values())
+
+    document = json.loads(paths["quality_diversity.json"].read_text(), parse_constant=reject_constant)
+    assert [row["scale"] for row in document["rows"]] == SCALES
+    for row in document["rows"]:
+        assert {"scale", *METRICS} <= set(row)
+    assert document["rows"][-1]["fid"] is None
+    assert document["rows"][0]["fid"] == pytest.approx(30.0)
+    assert document["settings"]["eta"] is None
+    assert len(document["trajectory"]["t"]) == 10
+
+    with Image.open(paths["quality_diversity.png"]) as image:
+        assert image.width >= 800 and image.height >= 500
+    with Image.open(paths["guidance_trajectory.png"]) as image:
+        assert image.width >= 600
+    # 8 images of 8x8 enlarged to 32x32 on a 3-wide grid with 2px padding: 3 * 34 + 2 = 104 px
+    with Image.open(paths["samples_w1.0.png"]) as image:
+        assert image.size == (104, 104)
+    with Image.open(paths["samples.png"]) as image:
+        assert image.width >= 600 and image.height >= len(SCALES) * 100  # one strip per scale, stacked
+
+
+def test_write_report_without_trajectory_or_grids(tmp_path):
+    result = fake_result()
+    result.trajectory, result.grids = {}, {}
+    result.rows = result.rows[:1]  # a single scale must still plot
+    paths = write_report(result, tmp_path)
+    assert set(paths) == {"quality_diversity.json", "quality_diversity.png"}
+
+
+def test_image_grid_range_and_upscaling():
+    images = torch.linspace(-3, 3, 8 * 8 * 8).reshape(8, 1, 8, 8)  # out-of-range values get clamped
+    grid = image_grid(images, nrow=4)
+    assert grid.shape == (3, 2 * 34 + 2, 4 * 34 + 2)
+    assert grid.min() >= 0 and grid.max() <= 1
+    assert grid[:, 2:34, 2:34].min() == 0  # the most negative pixel maps to 0 (black)
+    assert image_grid(torch.zeros(4, 3, 64, 64)).shape == (3, 2 * 66 + 2, 2 * 66 + 2)  # big ones stay as is
+
+
+def test_plots_skip_non_finite_values():
+    rows = fake_result(nan_fid_at=8.0).rows
+    figure = plot_quality_diversity(rows)
+    fid_vs_scale = figure.axes[0].lines[0]
+    assert len(fid_vs_scale.get_xdata()) == len(SCALES) - 1
+    assert all(math.isfinite(y) for y in fid_vs_scale.get_ydata())
+    grids_figure = plot_grids(fake_result().grids)
+    assert [ax.get_title() for ax in grids_figure.axes][:2] == ["w = -1", "w = 0"]
+
+
+def test_print_table():
+    console = Console(record=True, width=120)
+    print_table(fake_result(nan_fid_at=2.0).rows, console=console)
+    text = console.export_text()
+    assert "accuracy" in text and "samples/s" in text
+    assert "30" in text and "0.38" in text and "–" in text  # fid at w=-1, accuracy at w=0.5, the NaN fid
+
+
+def test_log_to_wandb_offline(tmp_path):
+    import wandb
+
+    run = wandb.init(mode="offline", dir=tmp_path, project="test")
+    log_to_wandb(fake_result(), run, step=3)
+    summary = dict(run.summary)
+    run.finish()
+
+    assert summary["guidance/best_accuracy"] == pytest.approx(0.94)
+    assert summary["guidance/best_fid_scale"] == 0.0  # fid 28.8
+    assert summary["trainer/global_step"] == 3  # the step rides along as WandbLogger's x-axis
+    media = next((tmp_path / "wandb").glob("offline-run-*")) / "files" / "media"
+    tables = list(media.rglob("*.table.json"))
+    images = list(media.rglob("*.png"))
+    main_table = [path for path in tables if path.name.startswith("table_")]
+    assert main_table and len(tables) >= 3  # the table and the two line_series tables
+    assert len(images) >= len(SCALES) + 2  # one grid per scale, the curves and the trajectory figure
+    document = json.loads(main_table[0].read_text())
+    assert document["columns"] == ["scale", *METRICS, "samples_per_s"]
+    assert [row[0] for row in document["data"]] == SCALES
+    assert any("w=1.0" in str(path) for path in images)
+
+
+def test_log_to_wandb_never_raises():
+    import wandb
+    from lightning_fabric.loggers.logger import _DummyExperiment
+
+    class BrokenRun(wandb.Run):
+        def __init__(self):  # skip the real set-up; only .log matters here
+            pass
+
+        def log(self, *args, **kwargs):
+            raise RuntimeError("network down")
+
+    log_to_wandb(fake_result(), None)  # nothing to log to: silently does nothing
+    log_to_wandb(fake_result(), _DummyExperiment())  # what Lightning hands out on rank > 0
+    with pytest.warns(RuntimeWarning, match="network down"):
+        log_to_wandb(fake_result(), BrokenRun())
+
+
+def test_log_to_loggers_csv(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path, name="sweep", version=0)
+    log_to_loggers(fake_result(nan_fid_at=8.0), [logger], step=5)
+    logger.save()
+    with open(tmp_path / "sweep" / "version_0" / "metrics.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["guidance/accuracy_w1.0"]) == pytest.approx(0.52)
+    assert float(row["guidance/recall_w-1.0"]) == pytest.approx(0.7)
+    assert "guidance/fid_w8.0" not in row  # non-finite values are left out
+    assert "guidance/fid_w4.0" in row and row["step"] == "5"
