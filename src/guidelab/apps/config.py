@@ -28,3 +28,23 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> Non
     if save_to is not None:
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
         Path(save_to).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+class ConfigError(ValueError):
+    """A config value that the part it configures refused."""
+
+
+def instantiate(node, **kwargs):
+    """hydra.utils.instantiate, but a ValueError raised by the target comes out as a ConfigError naming
+    the config key and the problem, instead of hydra's wrapped traceback."""
+    import hydra.utils
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ValueError):
+            target = node.get("_target_", "?") if hasattr(node, "get") else "?"
+            raise ConfigError(f"invalid config for {target}: {cause}") from cause
+        raise

@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import hydra.utils
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_DIR, print_config_tree
+from guidelab.apps.config import CONFIG_DIR, instantiate, print_config_tree
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.evaluation import SweepSettings, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
@@ -42,7 +41,7 @@ def load_and_check(cfg: DictConfig, datamodule):
 def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
     settings = SweepSettings(**OmegaConf.to_container(cfg.guidance, resolve=True))
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
     ddpm, classifier, eval_classifier = load_and_check(cfg, datamodule)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))

@@ -10,17 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import hydra.utils
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_DIR, print_config_tree
+from guidelab.apps.config import CONFIG_DIR, instantiate, print_config_tree
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.resume import resolve_resume
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.task.get("ema"):
         callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.task.ema.decay))
     return callbacks
@@ -30,8 +29,8 @@ def train(cfg: DictConfig) -> dict:
     """Build everything from the config (failing before any training on bad values), then fit."""
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    module = hydra.utils.instantiate(
+    datamodule = instantiate(cfg.data)
+    module = instantiate(
         cfg.task.module,
         net=OmegaConf.to_container(cfg.net, resolve=True),
         schedule=OmegaConf.to_container(cfg.diffusion, resolve=True),
@@ -41,7 +40,7 @@ def train(cfg: DictConfig) -> dict:
     )
     ckpt_path, resume_id = resolve_resume(cfg, output_dir)
     loggers = make_loggers(cfg, output_dir, resume_id)
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg),
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg),
                                       default_root_dir=str(output_dir))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

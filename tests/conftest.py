@@ -1,0 +1,37 @@
+import os
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from guidelab.apps.config import CONFIG_DIR
+
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_network(monkeypatch, tmp_path):
+    """No test may reach W&B's servers or a user's W&B settings."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def compose_config(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def tiny_train_overrides(out, task: str, steps: int = 3) -> list[str]:
+    """A few steps of a real task config on digits, with small nets."""
+    return [
+        f"task={task}",
+        f"paths.output_dir={out}",
+        "logger=csv",
+        f"+trainer.limit_train_batches={steps}",
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+        "+trainer.limit_val_batches=1",
+        "trainer.enable_model_summary=false",
+        "data.batch_size=32",
+    ]
