@@ -43,7 +43,8 @@ def split_overrides(args: list[str]) -> dict[str, list[str]]:
     return routed
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_demo(argv: list[str] | None = None) -> dict:
+    """The demo; returns the sweep result, report paths, stage timings and checkpoints."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="STAGE.key=value, STAGE in eval_classifier, classifier, ddpm, sweep")
     parser.add_argument("--out", help="output dir (default outputs/demo/<time>_<id>)")
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     console.print(f"stage timings (s): " + ", ".join(f"{k}={v:.0f}" for k, v in timings.items()))
     console.print(f"quality_diversity.json: {paths['quality_diversity.json']}")
     return {"result": result, "paths": paths, "timings": timings, "checkpoints": checkpoints}
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_demo(argv)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.resume import resolve_resume
 
 
-def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not has_logger:  # nothing to report learning rates to
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if cfg.task.get("ema"):
         callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.task.ema.decay))
     return callbacks
@@ -40,7 +42,7 @@ def train(cfg: DictConfig) -> dict:
     )
     ckpt_path, resume_id = resolve_resume(cfg, output_dir)
     loggers = make_loggers(cfg, output_dir, resume_id)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg),
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg, bool(loggers)),
                                       default_root_dir=str(output_dir))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -84,12 +84,16 @@ class _TrajectoryProbe:
         return {"t": self.t, "scales": scales, "grad_norm": means[0].tolist(), "p_target": means[1].tolist()}
 
 
-def _plan(settings: SweepSettings, num_classes: int, rank: int, world: int):
-    """Every (scale, target) pair of the sweep, strided across ranks; targets cycle through the classes."""
+def _plan(settings: SweepSettings, num_classes: int, image_shape, rank: int, world: int):
+    """Every (scale, target, x_T) of the sweep, strided across ranks; targets cycle through the classes.
+
+    x_T is drawn for the whole sweep from the seed before sharding, so a deterministic sampler
+    (DDIM, eta=0) gives the same samples whatever the number of ranks."""
     n = settings.samples_per_scale
     scale_index = torch.arange(len(settings.scales)).repeat_interleave(n)
     targets = torch.arange(n).remainder(num_classes).repeat(len(settings.scales))
-    return scale_index[rank::world], targets[rank::world]
+    noise = torch.randn(len(targets), *image_shape, generator=torch.Generator().manual_seed(settings.seed))
+    return scale_index[rank::world], targets[rank::world], noise[rank::world]
 
 
 def run_guided_sweep(
@@ -109,24 +113,25 @@ def run_guided_sweep(
     device = torch.device(device) if device is not None else next(eps_model.parameters()).device
     rank, world = _rank_and_world()
     scales = torch.tensor(settings.scales, device=device)
-    scale_index, targets = _plan(settings, num_classes, rank, world)
+    scale_index, targets, x_T = _plan(settings, num_classes, image_shape, rank, world)
     num_steps = settings.steps or schedule.num_steps
     probe = _TrajectoryProbe(scale_index[:0].to(device), len(settings.scales), num_steps, device)
     generator = torch.Generator(device=device).manual_seed(settings.seed * 1000 + rank)
 
     images = []
     start = time.perf_counter()
-    chunks = list(zip(scale_index.split(settings.batch_size), targets.split(settings.batch_size)))
+    size = settings.batch_size
+    chunks = list(zip(scale_index.split(size), targets.split(size), x_T.split(size)))
     with Progress(disable=not progress or rank != 0, transient=True) as bar:
         task = bar.add_task("guided sampling", total=len(chunks))
-        for chunk_scale, chunk_y in chunks:
+        for chunk_scale, chunk_y, chunk_noise in chunks:
             chunk_scale, chunk_y = chunk_scale.to(device), chunk_y.to(device)
             probe.start_batch(chunk_scale)
             x = sample(
                 eps_model, schedule, (len(chunk_y), *image_shape), classifier=classifier, y=chunk_y,
                 scale=scales[chunk_scale], steps=settings.steps, sampler=settings.sampler, eta=settings.eta,
                 form=settings.form, clip_denoised=settings.clip_denoised, generator=generator, device=device,
-                callback=probe,
+                callback=probe, noise=chunk_noise,
             )
             images.append(x.clamp(-1, 1))
             bar.advance(task)

@@ -67,8 +67,10 @@ def _parametric(ax, rows, x_key, y_key, title) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def plot_quality_diversity(rows: list[dict], path=None) -> plt.Figure:
-    """Every metric against guidance scale, plus the FID-accuracy and precision-recall trade-off curves."""
+def plot_quality_diversity(rows: list[dict], path=None, title=None) -> plt.Figure:
+    """Every metric against guidance scale, plus the FID-accuracy and precision-recall trade-off curves.
+
+    Rows that also hold `<metric>_std` (aggregates over seeds) get that spread as error bars."""
     rows = sorted(rows, key=lambda row: row["scale"])
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     metric_axes = [axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]]
@@ -76,12 +78,16 @@ def plot_quality_diversity(rows: list[dict], path=None) -> plt.Figure:
         xs, ys, _ = _points(rows, "scale", metric)
         if not xs:
             _no_data(ax)
-        ax.plot(xs, ys, "o-")
+        spread = [r.get(f"{metric}_std") for r in rows if _finite(r.get(metric))]
+        if spread and all(_finite(v) for v in spread):
+            ax.errorbar(xs, ys, yerr=spread, fmt="o-", capsize=3)
+        else:
+            ax.plot(xs, ys, "o-")
         ax.set(title=f"{metric} vs guidance scale", xlabel="guidance scale w", ylabel=METRIC_LABELS[metric])
         ax.grid(True, alpha=0.3)
     _parametric(axes[0, 2], rows, "accuracy", "fid", "FID vs accuracy (fidelity trade-off)")
     _parametric(axes[1, 2], rows, "recall", "precision", "precision vs recall (quality vs diversity)")
-    fig.suptitle("Classifier guidance: quality-diversity trade-off across scales")
+    fig.suptitle(title or "Classifier guidance: quality-diversity trade-off across scales")
     return _finish(fig, path)
 
 

@@ -1,0 +1,87 @@
+"""guidelab-aggregate <dir>: every quality_diversity.json under a (multirun) dir in one table and one plot,
+mean and spread across jobs (seeds) per guidance scale; logged to W&B in the multirun's group."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from guidelab.evaluation.plots import plot_quality_diversity
+from guidelab.evaluation.report import print_table
+from guidelab.evaluation.result import METRICS
+
+
+def collect(root: Path) -> list[tuple[Path, dict]]:
+    files = sorted(root.rglob("quality_diversity.json"))
+    files = [f for f in files if f.name == "quality_diversity.json" and f.parent != root]
+    if not files:
+        raise SystemExit(f"no quality_diversity.json under {root}: point guidelab-aggregate at a guidelab-sweep "
+                         "multirun dir (or a folder of sweep run dirs)")
+    return [(f, json.loads(f.read_text())) for f in files]
+
+
+def aggregate(documents: list[dict]) -> list[dict]:
+    """One row per scale: <metric> (mean over jobs), <metric>_std (sample std, 0 for one job), num_runs."""
+    by_scale = defaultdict(lambda: defaultdict(list))
+    for doc in documents:
+        for row in doc["rows"]:
+            for metric in METRICS:
+                value = row.get(metric)
+                if value is not None and math.isfinite(value):
+                    by_scale[float(row["scale"])][metric].append(float(value))
+    rows = []
+    for scale in sorted(by_scale):
+        row = {"scale": scale}
+        for metric in METRICS:
+            values = by_scale[scale][metric]
+            row[metric] = statistics.fmean(values) if values else None
+            row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row["num_runs"] = max(len(v) for v in by_scale[scale].values())
+        rows.append(row)
+    return rows
+
+
+def log_aggregate_to_wandb(rows: list[dict], png: Path, group: str, save_dir: Path) -> None:
+    try:
+        import wandb
+
+        from guidelab.apps.loggers import wandb_has_key
+
+        run = wandb.init(project="guidelab", group=group, job_type="aggregate", name=f"aggregate[{group}]",
+                         dir=str(save_dir), mode="online" if wandb_has_key() else "offline")
+        columns = list(rows[0])
+        table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
+        run.log({"aggregate/table": table, "aggregate/curves": wandb.Image(str(png))})
+        run.finish()
+    except Exception as err:  # a dashboard problem must not lose the files already written
+        print(f"warning: W&B logging of the aggregate failed: {err}")
+
+
+def run_aggregate(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("root", type=Path, help="a multirun dir of guidelab-sweep jobs")
+    parser.add_argument("--no-wandb", action="store_true", help="only write files")
+    args = parser.parse_args(argv)
+    found = collect(args.root)
+    rows = aggregate([doc for _, doc in found])
+    out = {"runs": [str(path) for path, _ in found], "rows": rows}
+    (args.root / "aggregate.json").write_text(json.dumps(out, indent=2))
+    png = args.root / "aggregate.png"
+    plot_quality_diversity(rows, png, title=f"mean and spread over {len(found)} runs")
+    print_table(rows)
+    print(f"{len(found)} runs -> {args.root / 'aggregate.json'}, {png}")
+    if not args.no_wandb:
+        log_aggregate_to_wandb(rows, png, group=args.root.name, save_dir=args.root)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_aggregate(argv)
+
+
+if __name__ == "__main__":
+    main()
