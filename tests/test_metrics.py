@@ -67,7 +67,7 @@ def test_fid_precision_recall_of_a_set_against_itself(digits, eval_net):
     assert abs(same["fid"]) < 1e-3 * far["fid"]
     assert same["precision"] >= 0.99 and same["recall"] >= 0.99
     assert same["accuracy"] >= 0.9
-    assert far["precision"] < 0.2 and far["recall"] < 0.2
+    assert far["precision"] < 0.2 and far["recall"] < same["recall"] - 0.2
 
 
 def test_other_real_half_is_closer_than_noise(digits, eval_net):

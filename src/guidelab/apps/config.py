@@ -48,3 +48,31 @@ def instantiate(node, **kwargs):
             target = node.get("_target_", "?") if hasattr(node, "get") else "?"
             raise ConfigError(f"invalid config for {target}: {cause}") from cause
         raise
+
+
+def discard_failed_run_dir(output_dir: str | Path, keep=("checkpoints", "quality_diversity.json")) -> bool:
+    """After a failure before any work: remove the run dir Hydra made, so bad input leaves nothing
+    behind. A dir that holds results (checkpoints, a report) is never touched."""
+    import shutil
+
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir() or any((output_dir / name).exists() for name in keep):
+        return False
+    shutil.rmtree(output_dir, ignore_errors=True)
+    return True
+
+
+def ensure_writable(output_dir: str | Path) -> Path:
+    """Fail at once, naming the folder and the fix, if the run dir cannot be written."""
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"output dir {output_dir} is not writable ({err.strerror or err}); point paths.log_dir "
+            "(or paths.output_dir / hydra.run.dir) at a writable folder"
+        ) from err
+    return output_dir

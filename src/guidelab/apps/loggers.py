@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import netrc
 import os
+import warnings
 from pathlib import Path
 
 import hydra.utils
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 WANDB_ID_FILE = "wandb_id.txt"
@@ -55,8 +58,14 @@ def make_loggers(cfg: DictConfig, output_dir: str | Path, resume_id: str | None 
             os.environ.setdefault("WANDB_SILENT", "true")
             logger = hydra.utils.instantiate(conf)
             if rank_zero_only.rank == 0:
+                try:
+                    run_id_now = logger.experiment.id
+                except Exception as err:  # e.g. a key but no network: keep training, log offline
+                    warnings.warn(f"W&B could not start online ({err}); logging offline instead", stacklevel=2)
+                    logger = hydra.utils.instantiate({**conf, "offline": True})
+                    run_id_now = logger.experiment.id
                 id_file.parent.mkdir(parents=True, exist_ok=True)
-                id_file.write_text(logger.experiment.id)
+                id_file.write_text(run_id_now)
         else:
             logger = hydra.utils.instantiate(conf)
         loggers.append(logger)
@@ -71,3 +80,27 @@ def finish_wandb() -> None:
         return
     if wandb.run is not None:
         wandb.finish()
+
+
+def _warn_instead_of_raising(method):
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:
+            warnings.warn(f"W&B {method.__name__} failed, training goes on: {err!r}", RuntimeWarning, stacklevel=2)
+            return None
+
+    return guarded
+
+
+class ResilientWandbLogger(WandbLogger):
+    """Lightning's WandbLogger, except that a W&B failure mid-run (network, service, disk) is a warning:
+    a dashboard problem never kills training. Checkpoints and CSV logs are unaffected."""
+
+    log_metrics = _warn_instead_of_raising(WandbLogger.log_metrics)
+    log_hyperparams = _warn_instead_of_raising(WandbLogger.log_hyperparams)
+    log_table = _warn_instead_of_raising(WandbLogger.log_table)
+    log_image = _warn_instead_of_raising(WandbLogger.log_image)
+    after_save_checkpoint = _warn_instead_of_raising(WandbLogger.after_save_checkpoint)
+    finalize = _warn_instead_of_raising(WandbLogger.finalize)

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_DIR, instantiate, print_config_tree
+from guidelab.apps.config import CONFIG_DIR, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.evaluation import SweepSettings, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
@@ -46,7 +46,7 @@ def run_sweep(cfg: DictConfig):
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     pl.seed_everything(cfg.seed)
-    output_dir = Path(cfg.paths.output_dir)
+    output_dir = ensure_writable(cfg.paths.output_dir)
     loggers = make_loggers(cfg, output_dir)
     try:
         metrics = QualityDiversityMetrics(eval_classifier, datamodule.num_classes, features=cfg.metrics.features,
@@ -73,8 +73,13 @@ def run_sweep(cfg: DictConfig):
 
 @hydra.main(config_path=CONFIG_DIR, config_name="sweep", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    print_config_tree(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml")
-    result, paths = run_sweep(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        print_config_tree(cfg, output_dir / "config_resolved.yaml")
+        result, paths = run_sweep(cfg)
+    except Exception:
+        discard_failed_run_dir(output_dir)
+        raise
     print_table(result.rows)
     print(f"quality_diversity.json: {paths['quality_diversity.json']}")
 

@@ -13,7 +13,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_DIR, instantiate, print_config_tree
+from guidelab.apps.config import CONFIG_DIR, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.resume import resolve_resume
 
@@ -29,7 +29,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
 
 def train(cfg: DictConfig) -> dict:
     """Build everything from the config (failing before any training on bad values), then fit."""
-    output_dir = Path(cfg.paths.output_dir)
+    output_dir = ensure_writable(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = instantiate(
@@ -57,8 +57,13 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    print_config_tree(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml")
-    result = train(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        print_config_tree(cfg, output_dir / "config_resolved.yaml")
+        result = train(cfg)
+    except Exception:
+        discard_failed_run_dir(output_dir)
+        raise
     print(f"checkpoints: {result['last_checkpoint']}")
     return result["metrics"].get(cfg.task.monitor)
 
