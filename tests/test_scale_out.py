@@ -86,3 +86,36 @@ def test_sweep_multirun_and_aggregate(trained, tmp_path, launcher):
         assert row["fid"] == pytest.approx(sum(fids) / 2)
     assert (sweep / "aggregate.png").is_file()
     assert "2 runs" in out.stdout
+
+
+def callback_args(ckpts):
+    return ["callbacks=guided_sampling",
+            f"callbacks.guided_sampling.ddpm_checkpoint={ckpts['ddpm']}",
+            f"callbacks.guided_sampling.eval_classifier_checkpoint={ckpts['eval_classifier']}",
+            f"callbacks.guided_sampling.classifier_checkpoint={ckpts['classifier']}",
+            "callbacks.guided_sampling.scales=[0.0,2.0]", "callbacks.guided_sampling.samples_per_scale=16",
+            "callbacks.guided_sampling.steps=3", "callbacks.guided_sampling.num_real=64"]
+
+
+def test_ddp_cpu_trains_both_models_and_callback_matches_single_process(trained, tmp_path):
+    root, _, _, ckpts = trained
+    common = ["logger=csv", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+              "data.batch_size=16", "trainer.enable_model_summary=false"]
+    ddpm_dir = tmp_path / "ddp_ddpm"
+    run([BIN / "guidelab-train", "task=ddpm", "trainer=ddp_cpu", f"hydra.run.dir={ddpm_dir}", *common], root)
+    assert (ddpm_dir / "checkpoints" / "last.ckpt").is_file()
+
+    outputs = {}
+    for name, trainer in [("ddp", "trainer=ddp_cpu"), ("single", "trainer=cpu")]:
+        out = tmp_path / name
+        run([BIN / "guidelab-train", "task=classifier", trainer, f"hydra.run.dir={out}", *common, *callback_args(ckpts)],
+            root)
+        reports = list((out / "guided_sampling").iterdir())
+        assert [r.name for r in reports] == ["epoch000"]  # one set of files, written once (rank zero)
+        outputs[name] = json.loads((reports[0] / "quality_diversity.json").read_text())
+        assert len(list(out.rglob("metrics.csv"))) == 1
+    assert outputs["ddp"]["timings"]["world_size"] == 2 and outputs["single"]["timings"]["world_size"] == 1
+    for ddp_row, single_row in zip(outputs["ddp"]["rows"], outputs["single"]["rows"]):
+        assert ddp_row["scale"] == single_row["scale"]
+        assert ddp_row["fid"] == pytest.approx(single_row["fid"], rel=1e-3, abs=1e-4)
+        assert ddp_row["accuracy"] == pytest.approx(single_row["accuracy"], abs=1e-6)

@@ -19,19 +19,29 @@ from guidelab.modules import CheckpointError, check_compatible, load_module
 
 
 def load_and_check(cfg: DictConfig, datamodule):
-    """Load the three checkpoints and refuse any pair that disagrees, before any sampling."""
-    ddpm = load_module(cfg.ddpm_checkpoint, "ddpm")
-    classifier = load_module(cfg.classifier_checkpoint, "classifier")
+    """Load the checkpoints and refuse any pair that disagrees, before any sampling.
+
+    An unconditional DDPM is guided by classifier_checkpoint; a class-conditional one (task=cfg_ddpm)
+    by classifier-free guidance, without a classifier."""
+    ddpm = load_module(cfg.ddpm_checkpoint, ("ddpm", "cfg_ddpm"))
     eval_classifier = load_module(cfg.eval_classifier_checkpoint, "eval_classifier")
-    check_compatible(ddpm, classifier, keys=("schedule", "image_shape"))
-    check_compatible(classifier, eval_classifier, keys=("image_shape", "num_classes"))
+    if ddpm.meta["kind"] == "cfg_ddpm":
+        classifier = None
+        check_compatible(ddpm, eval_classifier, keys=("image_shape", "num_classes"))
+    else:
+        if cfg.get("classifier_checkpoint") is None:
+            raise CheckpointError(f"classifier_checkpoint is required to guide the unconditional DDPM "
+                                  f"{cfg.ddpm_checkpoint} (or pass a task=cfg_ddpm checkpoint for classifier-free guidance)")
+        classifier = load_module(cfg.classifier_checkpoint, "classifier")
+        check_compatible(ddpm, classifier, keys=("schedule", "image_shape"))
+        check_compatible(classifier, eval_classifier, keys=("image_shape", "num_classes"))
     data_shape = list(datamodule.image_shape)
     if data_shape != ddpm.meta["image_shape"]:
         raise CheckpointError(f"image_shape: ddpm ({cfg.ddpm_checkpoint}) has {ddpm.meta['image_shape']}, "
                               f"data {cfg.data._target_} has {data_shape}")
-    if datamodule.num_classes != classifier.meta["num_classes"]:
-        raise CheckpointError(f"num_classes: classifier ({cfg.classifier_checkpoint}) has "
-                              f"{classifier.meta['num_classes']}, data {cfg.data._target_} has {datamodule.num_classes}")
+    if datamodule.num_classes != eval_classifier.meta["num_classes"]:
+        raise CheckpointError(f"num_classes: eval_classifier ({cfg.eval_classifier_checkpoint}) has "
+                              f"{eval_classifier.meta['num_classes']}, data {cfg.data._target_} has {datamodule.num_classes}")
     steps = cfg.guidance.steps
     if steps is not None and not 1 <= steps <= ddpm.schedule.T:
         raise ValueError(f"guidance.steps must be in [1, T={ddpm.schedule.T}] of the DDPM, got {steps}")
@@ -40,9 +50,10 @@ def load_and_check(cfg: DictConfig, datamodule):
 
 def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
-    settings = SweepSettings(**OmegaConf.to_container(cfg.guidance, resolve=True))
     datamodule = instantiate(cfg.data)
     ddpm, classifier, eval_classifier = load_and_check(cfg, datamodule)
+    guidance = "cfg" if classifier is None else "classifier"
+    settings = SweepSettings(**OmegaConf.to_container(cfg.guidance, resolve=True), guidance=guidance)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     pl.seed_everything(cfg.seed)
@@ -54,7 +65,7 @@ def run_sweep(cfg: DictConfig):
         real, _ = datamodule.real_images(cfg.metrics.num_real, split=cfg.metrics.real_split)
         for batch in real.split(settings.batch_size):
             metrics.update_real(batch.to(device))
-        result = run_guided_sweep(ddpm.to(device), classifier.to(device), ddpm.schedule, ddpm.meta["image_shape"],
+        result = run_guided_sweep(ddpm.to(device), classifier.to(device) if classifier else None, ddpm.schedule, ddpm.meta["image_shape"],
                                   datamodule.num_classes, metrics, settings, device=device)
         result.settings.update(ddpm_checkpoint=str(cfg.ddpm_checkpoint),
                                classifier_checkpoint=str(cfg.classifier_checkpoint),

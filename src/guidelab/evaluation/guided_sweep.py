@@ -30,6 +30,7 @@ class SweepSettings:
     clip_denoised: bool = True
     seed: int = 0
     grid_size: int = 20
+    guidance: str = "classifier"  # classifier | cfg (classifier-free: the eps-model is class-conditional)
 
     def __post_init__(self):
         self.scales = sorted(float(s) for s in self.scales)
@@ -41,6 +42,8 @@ class SweepSettings:
             raise ValueError(f"guidance scales must be distinct, got {self.scales}")
         if self.samples_per_scale < 2:
             raise ValueError(f"samples_per_scale must be >= 2 (FID needs two samples), got {self.samples_per_scale}")
+        if self.guidance not in ("classifier", "cfg"):
+            raise ValueError(f"guidance must be 'classifier' or 'cfg', got {self.guidance!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -109,7 +112,10 @@ def run_guided_sweep(
 ) -> SweepResult:
     """Sample `samples_per_scale` images at each scale (scales mixed in every batch through per-sample
     scales) and compute fid / accuracy / precision / recall per scale with `metrics`
-    (a QualityDiversityMetrics whose real set is already added)."""
+    (a QualityDiversityMetrics whose real set is already added).
+
+    With settings.guidance="cfg", `eps_model` is class-conditional (model(x, t, y), y = num_classes
+    meaning unconditional) and `classifier` is ignored."""
     device = torch.device(device) if device is not None else next(eps_model.parameters()).device
     rank, world = _rank_and_world()
     scales = torch.tensor(settings.scales, device=device)
@@ -128,7 +134,9 @@ def run_guided_sweep(
             chunk_scale, chunk_y = chunk_scale.to(device), chunk_y.to(device)
             probe.start_batch(chunk_scale)
             x = sample(
-                eps_model, schedule, (len(chunk_y), *image_shape), classifier=classifier, y=chunk_y,
+                eps_model, schedule, (len(chunk_y), *image_shape), y=chunk_y,
+                classifier=classifier if settings.guidance == "classifier" else None,
+                guidance=settings.guidance, null_class=num_classes,
                 scale=scales[chunk_scale], steps=settings.steps, sampler=settings.sampler, eta=settings.eta,
                 form=settings.form, clip_denoised=settings.clip_denoised, generator=generator, device=device,
                 callback=probe, noise=chunk_noise,

@@ -1,0 +1,128 @@
+"""Kills, preemption, NaNs and determinism: the work survives and nothing is lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config, tiny_train_overrides
+
+from guidelab.apps.train import train
+from guidelab.modules import DDPMModule, load_module
+
+BIN = Path(sys.executable).parent
+
+
+def start(args, cwd, env_extra=None):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.Popen([str(BIN / "guidelab-train"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early:\n{proc.stdout.read()[-4000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_true(tmp_path):
+    log = tmp_path / "logs"
+    args = ["task=ddpm", f"paths.log_dir={log}", "logger=wandb", "data.batch_size=32", "trainer.log_every_n_steps=5",
+            "trainer.enable_model_summary=false"]
+    first = start([*args, "trainer.max_epochs=50"], tmp_path)
+    last = lambda: list(log.glob("ddpm/*/checkpoints/last.ckpt"))
+    wait_for(lambda: bool(last()), first)
+    time.sleep(1.5)  # well into the next epoch
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    (run1,) = [p.parent.parent for p in last()]
+    saved_step = torch.load(run1 / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    run1_id = (run1 / "wandb_id.txt").read_text()
+
+    second = start([*args, "trainer.max_epochs=2", "resume=true"], tmp_path)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-4000:]
+    (run2,) = [d for d in (log / "ddpm").iterdir() if d != run1]
+    resumed = torch.load(run2 / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_per_epoch = saved_step  # the first checkpoint was written at the end of epoch 0
+    assert resumed["global_step"] == 2 * steps_per_epoch  # the step count continued, no restart from 0
+    assert (run2 / "wandb_id.txt").read_text() == run1_id  # same W&B run, resumed
+    offline_runs = sorted(p.name for p in log.rglob("offline-run-*"))
+    assert len(offline_runs) == 2 and all(name.endswith(run1_id) for name in offline_runs)
+    assert (run1 / "wandb").exists() and (run1 / "checkpoints" / "last.ckpt").exists()  # nothing deleted
+
+
+@pytest.mark.slow
+def test_sigusr1_under_slurm_saves_and_requeues(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    requeue_log = tmp_path / "scontrol.log"
+    (fake_bin / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {requeue_log}\n")
+    (fake_bin / "scontrol").chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "guidelab", "SLURM_JOB_ID": "4242",
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
+             "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    run_dir = tmp_path / "run"
+    proc = start(["task=eval_classifier", f"hydra.run.dir={run_dir}", "logger=csv", "trainer.max_epochs=1000"],
+                 tmp_path, slurm)
+    wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), proc)
+    proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: requeue_log.exists() and list(run_dir.glob("hpc_ckpt_*.ckpt")), proc)
+    proc.kill()
+    proc.wait()
+    assert requeue_log.read_text().split() == ["requeue", "4242"]
+    (hpc,) = run_dir.glob("hpc_ckpt_*.ckpt")
+    assert load_module(hpc).meta["kind"] == "eval_classifier"
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    original = DDPMModule._losses
+
+    def poisoned(self, x0, generator=None):
+        losses, t = original(self, x0, generator)
+        return (losses * float("nan"), t) if self.training and self.global_step >= 5 else (losses, t)
+
+    monkeypatch.setattr(DDPMModule, "_losses", poisoned)
+    overrides = tiny_train_overrides(tmp_path, "ddpm", steps=4) + ["trainer.max_epochs=3"]
+    with pytest.raises(FloatingPointError, match="global step 5"):
+        train(compose_config("train", overrides))
+    good = load_module(tmp_path / "checkpoints" / "last.ckpt")
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert all(torch.isfinite(p).all() for p in good.parameters())
+
+
+def test_wandb_failure_mid_run_does_not_stop_training(tmp_path, monkeypatch):
+    import wandb
+
+    def down(self, *args, **kwargs):
+        raise ConnectionError("W&B is down")
+
+    monkeypatch.setattr(wandb.Run, "log", down)  # every W&B write fails once the run is up
+    overrides = tiny_train_overrides(tmp_path, "eval_classifier", steps=3)
+    overrides[overrides.index("logger=csv")] = "logger=wandb"
+    with pytest.warns(RuntimeWarning, match="W&B is down"):
+        result = train(compose_config("train", overrides))
+    assert Path(result["last_checkpoint"]).is_file()
+    assert torch.load(result["last_checkpoint"], weights_only=True)["global_step"] == 3
+
+
+def test_same_seed_gives_bitwise_identical_samples(tmp_path):
+    cfg = compose_config("train", tiny_train_overrides(tmp_path, "ddpm", steps=2))
+    ddpm = load_module(train(cfg)["last_checkpoint"])
+    a = ddpm.sample(6, steps=5, sampler="ddpm", generator=torch.Generator().manual_seed(3))
+    b = ddpm.sample(6, steps=5, sampler="ddpm", generator=torch.Generator().manual_seed(3))
+    c = ddpm.sample(6, steps=5, sampler="ddpm", generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
