@@ -111,7 +111,7 @@ def test_ddp_cpu_trains_both_models_and_callback_matches_single_process(trained,
         run([BIN / "guidelab-train", "task=classifier", trainer, f"hydra.run.dir={out}", *common, *callback_args(ckpts)],
             root)
         reports = list((out / "guided_sampling").iterdir())
-        assert [r.name for r in reports] == ["epoch000"]  # one set of files, written once (rank zero)
+        assert [r.name for r in reports] == ["epoch001"]  # one set of files, written once (rank zero)
         outputs[name] = json.loads((reports[0] / "quality_diversity.json").read_text())
         assert len(list(out.rglob("metrics.csv"))) == 1
     assert outputs["ddp"]["timings"]["world_size"] == 2 and outputs["single"]["timings"]["world_size"] == 1

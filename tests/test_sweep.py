@@ -96,7 +96,7 @@ def test_callback_logs_curves_during_classifier_training(checkpoints, tmp_path):
         "callbacks.guided_sampling.every_n_epochs=1",
     ]
     train(compose_config("train", overrides))
-    report = tmp_path / "guided_sampling" / "epoch000"
+    report = tmp_path / "guided_sampling" / "epoch001"
     assert (report / "quality_diversity.png").is_file()
     rows = json.loads((report / "quality_diversity.json").read_text())["rows"]
     assert [r["scale"] for r in rows] == [0.0, 4.0]

@@ -21,7 +21,7 @@ class GuidedSamplingCallback(pl.Callback):
     ddpm_checkpoint: the frozen unconditional DDPM (its EMA weights) to guide.
     eval_classifier_checkpoint: the independent clean classifier for accuracy and FID features.
     classifier_checkpoint: guide with this classifier; None guides with the module being trained.
-    Writes <run dir>/guided_sampling/epoch<N>/quality_diversity.{json,png} on rank zero.
+    Writes <run dir>/guided_sampling/epoch<N>/quality_diversity.{json,png} on rank zero, N = epochs completed.
     """
 
     def __init__(
@@ -90,16 +90,16 @@ class GuidedSamplingCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._sweep(trainer, pl_module)
+            self._sweep(trainer, pl_module, trainer.current_epoch + 1)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._last_epoch != trainer.current_epoch:
-            self._sweep(trainer, pl_module)
+        if self._last_epoch != trainer.current_epoch:  # by now current_epoch counts the completed epochs
+            self._sweep(trainer, pl_module, trainer.current_epoch)
 
     @torch.no_grad()
-    def _sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epochs_done: int) -> None:
         device = pl_module.device
-        self._last_epoch = trainer.current_epoch
+        self._last_epoch = epochs_done
         guide = self.classifier if self.classifier is not None else pl_module
         was_training = pl_module.training
         guide.eval()
@@ -115,9 +115,9 @@ class GuidedSamplingCallback(pl.Callback):
             )
         finally:
             pl_module.train(was_training)
-        self.results.append((trainer.current_epoch, result))
+        self.results.append((epochs_done, result))
         if trainer.is_global_zero:
-            out = Path(self.output_dir or trainer.default_root_dir) / "guided_sampling" / f"epoch{trainer.current_epoch:03d}"
+            out = Path(self.output_dir or trainer.default_root_dir) / "guided_sampling" / f"epoch{epochs_done:03d}"
             paths = write_report(result, out)
             log_to_loggers(result, trainer.loggers, step=trainer.global_step)
             print_table(result.rows)
