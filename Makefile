@@ -17,7 +17,7 @@ test: install
 	$(BIN)/pytest -q
 
 test-slow: install
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m slow || [ $$? -eq 5 ]  # 5: no slow tests selected
 
 demo: install
 	$(BIN)/guidelab-demo

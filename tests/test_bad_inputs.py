@@ -176,3 +176,15 @@ def test_unwritable_output_dir(tmp_path):
     cfg = compose_config("train", tiny_train_overrides(blocker / "run", "ddpm"))
     with pytest.raises(ConfigError, match="not writable"):
         train(cfg)
+
+
+def test_cli_failure_leaves_no_run_dir(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "logs"
+    proc = subprocess.run([str(Path(sys.executable).parent / "guidelab-train"), "data.batch_size=0",
+                           f"paths.log_dir={log}", "logger=csv"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "batch_size must be an integer >= 1" in proc.stdout + proc.stderr
+    assert not (log / "ddpm").exists() or not any((log / "ddpm").iterdir())

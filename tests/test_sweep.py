@@ -117,3 +117,11 @@ def test_callback_refuses_ddpm_of_another_schedule(checkpoints, tmp_path):
     with pytest.raises(CheckpointError, match="schedule.kind"):
         train(compose_config("train", overrides))
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_same_seed_gives_identical_sweeps(checkpoints, tmp_path):
+    first, _ = run_sweep(sweep_config(tmp_path / "a", checkpoints))
+    second, _ = run_sweep(sweep_config(tmp_path / "b", checkpoints))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]
+    assert strip(first.rows) == strip(second.rows)
+    assert first.trajectory == second.trajectory
