@@ -106,3 +106,19 @@ def test_wandb_logger_goes_offline_without_key(tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert (tmp_path / "wandb_id.txt").read_text() in runs[0].name
+
+
+def test_slurm_launcher_matches_tasks_to_devices():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from guidelab.apps.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm", "experiment=cifar10_ddpm", "trainer.num_nodes=2",
+                                "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.tasks_per_node == cfg.trainer.devices == 8
+    assert cfg.hydra.launcher.gpus_per_node == 8 and cfg.hydra.launcher.nodes == 2
+    assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.signal_delay_s == 120
