@@ -40,8 +40,9 @@ class SweepSettings:
             raise ValueError(f"guidance scales must be finite, got {self.scales}")
         if len(set(self.scales)) != len(self.scales):
             raise ValueError(f"guidance scales must be distinct, got {self.scales}")
-        if self.samples_per_scale < 2:
-            raise ValueError(f"samples_per_scale must be >= 2 (FID needs two samples), got {self.samples_per_scale}")
+        if self.samples_per_scale < 4:
+            raise ValueError("samples_per_scale must be >= 4 (precision/recall with k=3 needs k+1 samples), "
+                             f"got {self.samples_per_scale}")
         if self.guidance not in ("classifier", "cfg"):
             raise ValueError(f"guidance must be 'classifier' or 'cfg', got {self.guidance!r}")
         if self.batch_size < 1:

@@ -3,30 +3,42 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.utilities.distributed import gather_all_tensors
 
-from .features import make_feature_extractor
+from .features import _FrozenModule, make_feature_extractor
 from .precision_recall import ImprovedPrecisionRecall
 
 
-class QualityDiversityMetrics(nn.Module):
+def _total_over_ranks(count: torch.Tensor) -> int:
+    if dist.is_available() and dist.is_initialized():
+        return int(sum(gather_all_tensors(count)))
+    return int(count)
+
+
+class QualityDiversityMetrics(_FrozenModule):
     """fid (torchmetrics), accuracy of samples against their targets by the EVALUATION classifier (never the
-    guidance classifier, which guided samples can fool), and improved precision / recall.
+    guidance classifier, which guided samples can fool), and improved precision / recall (k-NN, k=3).
 
     Add the real set once with update_real(); per guidance scale: reset_fake(), update_fake(), compute().
-    Every state is a torchmetrics state, so under DDP each rank updates its shard and compute() syncs."""
+    Every state is a torchmetrics state, so under DDP each rank updates its own shard and compute() syncs;
+    every rank must then call compute()."""
 
     def __init__(self, eval_classifier: nn.Module, num_classes: int, features: str = "classifier",
                  inception_weights=None, k: int = 3):
         super().__init__()
         self.features_kind = features
-        self.eval_classifier = eval_classifier.eval().requires_grad_(False)
+        self.eval_classifier = eval_classifier.requires_grad_(False)
         self.extractor = make_feature_extractor(features, eval_classifier, inception_weights)
+        # FID keeps its sums in float64; reset_real_features=False makes reset() keep the real statistics.
         self.fid = FrechetInceptionDistance(feature=self.extractor, reset_real_features=False)
         self.precision_recall = ImprovedPrecisionRecall(k=k, reset_real_features=False)
         self.accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.min_samples = max(2, k + 1)
+        self.eval()
 
     @torch.no_grad()
     def update_real(self, images: torch.Tensor) -> None:
@@ -39,10 +51,17 @@ class QualityDiversityMetrics(nn.Module):
         self.precision_recall.update(self.extractor(images), real=False)
         self.accuracy.update(self.eval_classifier(images.float()), targets)
 
+    @torch.no_grad()
     def compute(self) -> dict[str, float]:
-        real_n, fake_n = int(self.fid.real_features_num_samples), int(self.fid.fake_features_num_samples)
-        if real_n < 2 or fake_n < 2:
-            raise ValueError(f"FID needs at least 2 real and 2 generated samples, got {real_n} real and {fake_n} generated")
+        # Checked on counts summed over ranks and before any metric syncs: a metric whose compute() raises
+        # inside torchmetrics' sync context stays in the synced state under DDP.
+        real_n = _total_over_ranks(self.fid.real_features_num_samples)
+        fake_n = _total_over_ranks(self.fid.fake_features_num_samples)
+        if min(real_n, fake_n) < self.min_samples:
+            raise ValueError(
+                f"need at least {self.min_samples} real and {self.min_samples} generated samples (FID needs 2, "
+                f"precision/recall with k={self.precision_recall.k} needs k+1); got {real_n} real and {fake_n} generated"
+            )
         precision, recall = self.precision_recall.compute()
         return {"fid": float(self.fid.compute()), "accuracy": float(self.accuracy.compute()),
                 "precision": float(precision), "recall": float(recall)}
@@ -56,7 +75,13 @@ class QualityDiversityMetrics(nn.Module):
 
 @torch.no_grad()
 def accuracy_of(classifier: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of a classifier on labelled images (e.g. the evaluation classifier on real data)."""
-    correct = sum((classifier(x).argmax(1) == y).sum().item()
-                  for x, y in zip(images.split(batch_size), targets.split(batch_size)))
-    return correct / len(targets)
+    """Top-1 accuracy of a classifier on labelled images (e.g. the evaluation classifier on real data),
+    computed in eval mode; the classifier's train/eval mode is restored afterwards."""
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        correct = sum((classifier(x).argmax(1) == y.to(x.device)).sum().item()
+                      for x, y in zip(images.split(batch_size), targets.split(batch_size)))
+    finally:
+        classifier.train(was_training)
+    return correct / max(len(targets), 1)

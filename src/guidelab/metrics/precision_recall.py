@@ -1,4 +1,4 @@
-"""Improved precision and recall (Kynkaanniemi et al. 2019) as a torchmetrics Metric (syncs under DDP)."""
+"""Improved precision and recall (Kynkaanniemi et al. 2019) as a torchmetrics Metric, so it syncs under DDP."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 
-class ImprovedPrecisionRecall(Metric):
-    """precision: fraction of generated samples inside the k-NN ball of some real sample;
-    recall: fraction of real samples inside the k-NN ball of some generated sample.
+def _cat(features) -> torch.Tensor:
+    # a list state before sync (possibly empty), one tensor after a DDP sync
+    return dim_zero_cat(features) if len(features) else torch.empty(0, 0)
 
-    The k-NN computation is torch-fidelity's. With reset_real_features=False, reset() keeps the
-    real features, so a real set is embedded once and reused across guidance scales."""
+
+class ImprovedPrecisionRecall(Metric):
+    """precision: fraction of generated samples inside the k-NN ball of at least one real sample;
+    recall: fraction of real samples inside the k-NN ball of at least one generated sample.
+
+    Works on feature vectors [N, F]. The k-NN part is torch-fidelity's `calculate_precision_recall_part`
+    (its row-batched variant, which never holds a full N x N distance matrix). With
+    reset_real_features=False, reset() keeps the real features, so the real set is added once and reused
+    across guidance scales."""
 
     full_state_update = False
 
@@ -33,15 +40,18 @@ class ImprovedPrecisionRecall(Metric):
         (self.real_features if real else self.fake_features).append(features.detach().float().flatten(1))
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        real, fake = dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
+        real, fake = _cat(self.real_features), _cat(self.fake_features)
         for name, feats in (("real", real), ("generated", fake)):
+            # the k-th neighbour radius excludes the point itself, so each set needs k + 1 points
             if len(feats) <= self.k:
-                raise ValueError(f"precision/recall with k={self.k} needs more than {self.k} {name} samples, got {len(feats)}")
+                raise ValueError(f"precision/recall with k={self.k} needs at least {self.k + 1} {name} samples, "
+                                 f"got {len(feats)}")
+        # torch-fidelity's convention: first argument generated, second real
         precision, recall = calculate_precision_recall_part(fake, real, self.k, self.batch_size)
         return torch.tensor(precision), torch.tensor(recall)
 
     def reset(self) -> None:
-        kept = deepcopy(self.real_features) if not self.reset_real_features else None
+        kept = None if self.reset_real_features else deepcopy(self.real_features)
         super().reset()
         if kept is not None:
             self.real_features = kept
