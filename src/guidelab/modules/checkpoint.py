@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
+from .cfg_ddpm import ConditionalDDPMModule
 from .classifier import ClassifierModule
 from .ddpm import DDPMModule
 
-MODULES = {"ddpm": DDPMModule, "classifier": ClassifierModule, "eval_classifier": ClassifierModule}
+MODULES = {"ddpm": DDPMModule, "cfg_ddpm": ConditionalDDPMModule, "classifier": ClassifierModule,
+           "eval_classifier": ClassifierModule}
 
 
 class CheckpointError(ValueError):

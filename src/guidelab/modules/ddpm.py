@@ -23,21 +23,29 @@ class DDPMModule(GuidelabModule):
                                    "num_classes": int(num_classes), "lr": lr, "weight_decay": weight_decay,
                                    "warmup_steps": warmup_steps, "betas": plain(betas),
                                    "channels_last": channels_last, "compile": compile, "kind": self.kind})
-        self.net = self._maybe_compile(build_net(self.hparams.net, self.hparams.image_shape))
+        self.net = self._maybe_compile(build_net(self.hparams.net, self.hparams.image_shape, self.label_classes()))
         self.val_loss_by_quartile = torch.nn.ModuleList(MeanMetric() for _ in range(NUM_QUARTILES))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.net(self._prepare_input(x), t)
 
-    def _losses(self, x0: torch.Tensor, generator=None):
+    def label_classes(self) -> int | None:
+        """Class count the net is conditioned on; None: unconditional (see ConditionalDDPMModule)."""
+        return None
+
+    def training_labels(self, y: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def _losses(self, x0: torch.Tensor, generator=None, y: torch.Tensor | None = None):
         t = self.random_timesteps(len(x0), generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device if generator is None else generator.device)
         noise = noise.to(x0.device)
-        eps = self(self.schedule.q_sample(x0, t, noise), t)
+        x_t = self.schedule.q_sample(x0, t, noise)
+        eps = self(x_t, t) if y is None else self(x_t, t, y)
         return F.mse_loss(eps.float(), noise, reduction="none").flatten(1).mean(1), t
 
     def training_step(self, batch, batch_idx):
-        losses, _ = self._losses(batch[0])
+        losses, _ = self._losses(batch[0], y=self.training_labels(batch[1]))
         loss = losses.mean()
         self.check_finite(loss)
         self.log("train/loss", loss, prog_bar=True)
@@ -46,7 +54,8 @@ class DDPMModule(GuidelabModule):
     def validation_step(self, batch, batch_idx):
         # a fixed generator per batch makes val losses comparable across epochs
         gen = torch.Generator(device="cpu").manual_seed(batch_idx)
-        losses, t = self._losses(batch[0], gen)
+        labels = batch[1] if self.label_classes() is not None else None  # real labels, no dropout
+        losses, t = self._losses(batch[0], gen, y=labels)
         self.log("val/loss", losses.mean(), prog_bar=True, sync_dist=True)
         quartile = noise_quartile(t, self.schedule.T)
         for q, metric in enumerate(self.val_loss_by_quartile):

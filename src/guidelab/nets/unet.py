@@ -87,8 +87,10 @@ class Encoder(nn.Module):
         self.middle = TimestepSequential(res(ch, ch), AttentionBlock(ch, num_heads, groups), res(ch, ch))
         self.out_channels = ch
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, extra_emb: torch.Tensor | None = None):
         emb = self.time_embed(t)
+        if extra_emb is not None:  # e.g. a class embedding, added to the timestep embedding
+            emb = emb + extra_emb
         h = self.input_conv(x)
         skips = [h]
         for block in self.down:
@@ -98,7 +100,11 @@ class Encoder(nn.Module):
 
 
 class UNet(nn.Module):
-    """Noise-prediction UNet: `forward(x, t) -> eps` with eps shaped like x.
+    """Noise-prediction UNet: `forward(x, t, y=None) -> eps` with eps shaped like x.
+
+    With `num_classes` set the UNet is class-conditional (classifier-free guidance): a learned
+    embedding of y, with index `num_classes` the null (unconditional) label used when y is None,
+    is added to the timestep embedding. Without it, y must be None.
 
     The defaults are the CIFAR-10 preset (35,521,411 parameters, the DDPM CIFAR-10 size). A digits
     preset for 8x8x1 images: base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
@@ -118,8 +124,12 @@ class UNet(nn.Module):
         num_heads: int = 4,
         dropout: float = 0.1,
         groups: int = 32,
+        num_classes: int | None = None,
     ):
         super().__init__()
+        if num_classes is not None and int(num_classes) < 1:
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.image_size = image_size
         self.in_channels = in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
@@ -135,6 +145,8 @@ class UNet(nn.Module):
             groups=groups,
         )
         enc = self.encoder
+        if self.num_classes is not None:
+            self.label_embed = nn.Embedding(self.num_classes + 1, enc.emb_dim)
         skips = list(enc.skip_channels)
         ch = enc.out_channels
         self.up = nn.ModuleList()
@@ -155,12 +167,25 @@ class UNet(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_image_batch(x, self.in_channels, self.encoder.factor, "UNet")
         if t is None:
             raise ValueError("UNet needs timesteps t (LongTensor [B]); only classifiers accept t=None")
         t = check_timesteps(t, x, "UNet")
-        h, emb, skips = self.encoder(x, t)
+        h, emb, skips = self.encoder(x, t, self._label_embedding(y, x))
         for block in self.up:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h)
+
+    def _label_embedding(self, y: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("this UNet is unconditional (num_classes=None) and takes no labels y")
+            return None
+        if y is None:
+            y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+        y = torch.as_tensor(y, device=x.device)
+        if y.shape != (x.shape[0],) or y.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"UNet expects labels y as an integer tensor of shape [{x.shape[0]}], "
+                             f"got {tuple(y.shape)} {y.dtype}")
+        return self.label_embed(y.long())
