@@ -1,9 +1,7 @@
 import os
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from guidelab.apps.config import CONFIG_DIR
+from guidelab.apps.config import compose_config  # noqa: F401  (the tests' way to compose real configs)
 
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -15,11 +13,6 @@ def _no_wandb_network(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-
-
-def compose_config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
 
 
 def tiny_train_overrides(out, task: str, steps: int = 3) -> list[str]:

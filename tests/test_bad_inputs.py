@@ -1,8 +1,6 @@
 """The bad-input catalog: each fails before any work, names the problem and the fix, and leaves no output."""
 
-import math
 import os
-import pickle
 from pathlib import Path
 
 import pytest

@@ -1,6 +1,5 @@
 """Kills, preemption, NaNs and determinism: the work survives and nothing is lost."""
 
-import json
 import os
 import signal
 import subprocess
@@ -91,8 +90,8 @@ def test_sigusr1_under_slurm_saves_and_requeues(tmp_path):
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     original = DDPMModule._losses
 
-    def poisoned(self, x0, generator=None):
-        losses, t = original(self, x0, generator)
+    def poisoned(self, x0, generator=None, y=None):
+        losses, t = original(self, x0, generator, y)
         return (losses * float("nan"), t) if self.training and self.global_step >= 5 else (losses, t)
 
     monkeypatch.setattr(DDPMModule, "_losses", poisoned)

@@ -49,7 +49,7 @@ def test_posterior_matches_bayes(schedule):
     x0 = torch.tensor([[0.3]], dtype=torch.float64)
     xt = torch.tensor([[-1.1]], dtype=torch.float64)
     for i in (1, 5, schedule.num_steps // 2, schedule.num_steps - 1):
-        a, ab, ab_prev = schedule.alphas[i], schedule.alphas_cumprod[i], schedule.alphas_cumprod_prev[i]
+        a, ab_prev = schedule.alphas[i], schedule.alphas_cumprod_prev[i]
         precision = 1 / (1 - ab_prev) + a / (1 - a)
         var = 1 / precision
         mean = var * (ab_prev.sqrt() * x0 / (1 - ab_prev) + a.sqrt() * xt / (1 - a))

@@ -1,7 +1,6 @@
 """guidelab-sweep and the GuidedSamplingCallback on tiny real checkpoints (digits)."""
 
 import json
-from pathlib import Path
 
 import pytest
 from conftest import compose_config, tiny_train_overrides

@@ -25,9 +25,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 
-from guidelab.apps.config import CONFIG_DIR  # noqa: E402
+from guidelab.apps.config import compose_config, route_overrides  # noqa: E402
 from guidelab.apps.sweep import run_sweep  # noqa: E402
 from guidelab.apps.train import train  # noqa: E402
 from guidelab.evaluation.report import _jsonable, print_table  # noqa: E402
@@ -38,21 +37,6 @@ STAGES = {"eval_classifier": "digits_eval_classifier", "classifier": "digits_cla
           "ddpm": "digits_ddpm", "cfg_ddpm": "digits_cfg_ddpm"}
 CG_SCALES = [-1.0, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
 CFG_SCALES = [0.0, 0.5, 1.0, 2.0, 3.0, 5.0]
-
-
-def compose_config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
-
-
-def route_overrides(args: list[str]) -> dict[str, list[str]]:
-    routed = {name: [] for name in [*STAGES, "sweep"]}
-    for arg in args:
-        stage, _, rest = arg.partition(".")
-        if stage not in routed or not rest:
-            raise SystemExit(f"override {arg!r} must start with one of {sorted(routed)} followed by '.'")
-        routed[stage].append(rest)
-    return routed
 
 
 def num_parameters(path) -> int:
@@ -107,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", default=str(HERE), help="where cg_vs_cfg.json and .png go (default: this folder)")
     parser.add_argument("--logger", default="csv", choices=["wandb", "csv", "none"])
     args = parser.parse_args(argv)
-    routed = route_overrides(args.overrides)
+    routed = route_overrides(args.overrides, [*STAGES, "sweep"])
     out = Path(args.out or f"outputs/cg_vs_cfg/{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
     results = Path(args.results).resolve()
     results.mkdir(parents=True, exist_ok=True)

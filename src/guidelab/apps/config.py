@@ -76,3 +76,22 @@ def ensure_writable(output_dir: str | Path) -> Path:
             "(or paths.output_dir / hydra.run.dir) at a writable folder"
         ) from err
     return output_dir
+
+
+def compose_config(config_name: str, overrides: list[str]):
+    """Compose a config of conf/ from Python (no Hydra app around it), e.g. to chain several runs."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def route_overrides(args: list[str], stages) -> dict[str, list[str]]:
+    """Overrides prefixed by a stage name, per stage: 'ddpm.trainer.max_steps=10' -> {'ddpm': ['trainer.max_steps=10']}."""
+    routed = {name: [] for name in stages}
+    for arg in args:
+        stage, _, rest = arg.partition(".")
+        if stage not in routed or not rest:
+            raise SystemExit(f"override {arg!r} must start with one of {sorted(routed)} followed by '.'")
+        routed[stage].append(rest)
+    return routed

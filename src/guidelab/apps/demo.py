@@ -16,31 +16,14 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from rich.console import Console
 
-from guidelab.apps.config import CONFIG_DIR
+from guidelab.apps.config import compose_config, route_overrides
 from guidelab.apps.sweep import run_sweep
 from guidelab.apps.train import train
 from guidelab.evaluation.report import print_table
 
 STAGES = {"eval_classifier": "digits_eval_classifier", "classifier": "digits_classifier", "ddpm": "digits_ddpm"}
-
-
-def _compose(config_name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
-
-
-def split_overrides(args: list[str]) -> dict[str, list[str]]:
-    """'ddpm.trainer.max_steps=10' -> {'ddpm': ['trainer.max_steps=10']}."""
-    routed = {name: [] for name in [*STAGES, "sweep"]}
-    for arg in args:
-        stage, _, rest = arg.partition(".")
-        if stage not in routed or not rest:
-            raise SystemExit(f"override {arg!r} must start with one of {sorted(routed)} followed by '.'")
-        routed[stage].append(rest)
-    return routed
 
 
 def run_demo(argv: list[str] | None = None) -> dict:
@@ -50,7 +33,7 @@ def run_demo(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", help="output dir (default outputs/demo/<time>_<id>)")
     parser.add_argument("--logger", default="wandb", choices=["wandb", "csv", "none"])
     args = parser.parse_args(argv)
-    routed = split_overrides(args.overrides)
+    routed = route_overrides(args.overrides, [*STAGES, "sweep"])
     out = Path(args.out or f"outputs/demo/{datetime.now():%Y-%m-%d_%H-%M-%S}_{uuid.uuid4().hex[:6]}").resolve()
     console = Console()
     timings, checkpoints = {}, {}
@@ -58,14 +41,14 @@ def run_demo(argv: list[str] | None = None) -> dict:
     for stage, experiment in STAGES.items():
         console.rule(f"[bold]training {stage}")
         tic = time.perf_counter()
-        cfg = _compose("train", [f"experiment={experiment}", f"paths.output_dir={out / stage}",
+        cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={out / stage}",
                                  f"logger={args.logger}", f"run_name=demo_{stage}", *routed[stage]])
         checkpoints[stage] = train(cfg)["last_checkpoint"]
         timings[f"train_{stage}_s"] = time.perf_counter() - tic
 
     console.rule("[bold]guided sweep")
     tic = time.perf_counter()
-    cfg = _compose("sweep", [f"ddpm_checkpoint={checkpoints['ddpm']}", f"classifier_checkpoint={checkpoints['classifier']}",
+    cfg = compose_config("sweep", [f"ddpm_checkpoint={checkpoints['ddpm']}", f"classifier_checkpoint={checkpoints['classifier']}",
                              f"eval_classifier_checkpoint={checkpoints['eval_classifier']}",
                              f"paths.output_dir={out / 'sweep'}", f"logger={args.logger}", "run_name=demo_sweep",
                              *routed["sweep"]])
@@ -75,7 +58,7 @@ def run_demo(argv: list[str] | None = None) -> dict:
     (out / "demo_timings.json").write_text(json.dumps(timings, indent=2))
 
     print_table(result.rows, console=console)
-    console.print(f"stage timings (s): " + ", ".join(f"{k}={v:.0f}" for k, v in timings.items()))
+    console.print("stage timings (s): " + ", ".join(f"{k}={v:.0f}" for k, v in timings.items()))
     console.print(f"quality_diversity.json: {paths['quality_diversity.json']}")
     return {"result": result, "paths": paths, "timings": timings, "checkpoints": checkpoints}
 
