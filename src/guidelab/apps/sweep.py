@@ -12,9 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from guidelab.apps.config import CONFIG_DIR, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
 from guidelab.apps.loggers import finish_wandb, make_loggers
-from guidelab.evaluation import SweepSettings, run_guided_sweep
+from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
-from guidelab.metrics import QualityDiversityMetrics
 from guidelab.modules import CheckpointError, check_compatible, load_module
 
 
@@ -42,9 +41,6 @@ def load_and_check(cfg: DictConfig, datamodule):
     if datamodule.num_classes != eval_classifier.meta["num_classes"]:
         raise CheckpointError(f"num_classes: eval_classifier ({cfg.eval_classifier_checkpoint}) has "
                               f"{eval_classifier.meta['num_classes']}, data {cfg.data._target_} has {datamodule.num_classes}")
-    steps = cfg.guidance.steps
-    if steps is not None and not 1 <= steps <= ddpm.schedule.T:
-        raise ValueError(f"guidance.steps must be in [1, T={ddpm.schedule.T}] of the DDPM, got {steps}")
     return ddpm, classifier, eval_classifier
 
 
@@ -54,17 +50,17 @@ def run_sweep(cfg: DictConfig):
     ddpm, classifier, eval_classifier = load_and_check(cfg, datamodule)
     guidance = "cfg" if classifier is None else "classifier"
     settings = SweepSettings(**OmegaConf.to_container(cfg.guidance, resolve=True), guidance=guidance)
+    settings.check_steps(ddpm.schedule.T)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     pl.seed_everything(cfg.seed)
     output_dir = ensure_writable(cfg.paths.output_dir)
     loggers = make_loggers(cfg, output_dir)
     try:
-        metrics = QualityDiversityMetrics(eval_classifier, datamodule.num_classes, features=cfg.metrics.features,
-                                          inception_weights=cfg.metrics.inception_weights).to(device)
-        real, _ = datamodule.real_images(cfg.metrics.num_real, split=cfg.metrics.real_split)
-        for batch in real.split(settings.batch_size):
-            metrics.update_real(batch.to(device))
+        metrics = metrics_with_real_set(
+            eval_classifier, datamodule, datamodule.num_classes, features=cfg.metrics.features,
+            inception_weights=cfg.metrics.inception_weights, num_real=cfg.metrics.num_real,
+            split=cfg.metrics.real_split, batch_size=settings.batch_size, device=device)
         result = run_guided_sweep(ddpm.to(device), classifier.to(device) if classifier else None, ddpm.schedule, ddpm.meta["image_shape"],
                                   datamodule.num_classes, metrics, settings, device=device)
         result.settings.update(ddpm_checkpoint=str(cfg.ddpm_checkpoint),

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from guidelab.evaluation.guided_sweep import SweepSettings, run_guided_sweep
+from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
 from guidelab.metrics import QualityDiversityMetrics
 from guidelab.modules import check_compatible, load_module
@@ -72,20 +72,16 @@ class GuidedSamplingCallback(pl.Callback):
         guide = self.classifier if self.classifier is not None else pl_module
         check_compatible(self.ddpm, guide, keys=("schedule", "image_shape"))
         check_compatible(guide, self.eval_classifier, keys=("image_shape", "num_classes"))
-        if self.settings.steps is not None and not 1 <= self.settings.steps <= self.ddpm.schedule.T:
-            raise ValueError(f"steps must be in [1, T={self.ddpm.schedule.T}], got {self.settings.steps}")
+        self.settings.check_steps(self.ddpm.schedule.T)
         self.metrics = None
 
     def _prepare_metrics(self, trainer: pl.Trainer, device) -> QualityDiversityMetrics:
         if self.metrics is None:
-            self.metrics = QualityDiversityMetrics(
-                self.eval_classifier, self.ddpm.hparams.num_classes, features=self.features,
-                inception_weights=self.inception_weights,
-            ).to(device)
-            real, _ = trainer.datamodule.real_images(self.num_real, split=self.real_split)
-            rank, world = trainer.global_rank, trainer.world_size
-            for batch in real[rank::world].split(self.settings.batch_size):
-                self.metrics.update_real(batch.to(device))
+            self.metrics = metrics_with_real_set(
+                self.eval_classifier, trainer.datamodule, self.ddpm.hparams.num_classes, features=self.features,
+                inception_weights=self.inception_weights, num_real=self.num_real, split=self.real_split,
+                batch_size=self.settings.batch_size, device=device, rank=trainer.global_rank,
+                world=trainer.world_size)
         return self.metrics
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from rich.progress import Progress
 
 from guidelab.diffusion import NoiseSchedule, sample
+from guidelab.metrics import QualityDiversityMetrics
 
 from .result import SweepResult
 
@@ -47,6 +48,25 @@ class SweepSettings:
             raise ValueError(f"guidance must be 'classifier' or 'cfg', got {self.guidance!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+    def check_steps(self, T: int) -> None:
+        """Respaced steps must fit the DDPM's schedule; checked before any sampling."""
+        if self.steps is not None and not 1 <= self.steps <= T:
+            raise ValueError(f"guidance.steps must be in [1, T={T}] of the DDPM, got {self.steps}")
+
+
+def metrics_with_real_set(eval_classifier, datamodule, num_classes: int, *, features: str, inception_weights,
+                          num_real: int, split: str, batch_size: int, device, rank: int = 0,
+                          world: int = 1) -> QualityDiversityMetrics:
+    """QualityDiversityMetrics with the real set (the first `num_real` images of `split`) added once;
+    under DDP each rank adds its stride of it and compute() syncs."""
+    metrics = QualityDiversityMetrics(eval_classifier, num_classes, features=features,
+                                      inception_weights=inception_weights).to(device)
+    real, _ = datamodule.real_images(num_real, split=split)
+    for batch in real[rank::world].split(batch_size):
+        metrics.update_real(batch.to(device))
+    return metrics
 
 
 def _rank_and_world() -> tuple[int, int]:

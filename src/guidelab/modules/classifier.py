@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from .base import NUM_QUARTILES, GuidelabModule, build_net, noise_quartile, plain
+from .base import NUM_QUARTILES, GuidelabModule, build_net, noise_quartile
 
 
 class ClassifierModule(GuidelabModule):
@@ -20,14 +20,10 @@ class ClassifierModule(GuidelabModule):
     def __init__(self, net: dict, schedule: dict, image_shape, num_classes: int, noisy: bool = True,
                  lr: float = 3e-4, weight_decay: float = 0.05, warmup_steps: int = 100, betas=(0.9, 0.999),
                  channels_last: bool = False, compile: bool = False, val_repeats: int = 1, kind: str | None = None):
-        super().__init__(plain(net), plain(schedule), plain(image_shape), num_classes, lr, weight_decay,
-                         warmup_steps, plain(betas), channels_last, compile)
+        super().__init__(net, schedule, image_shape, num_classes, lr, weight_decay, warmup_steps, betas,
+                         channels_last, compile)
         self.kind = "classifier" if noisy else "eval_classifier"
-        self.save_hyperparameters({"net": plain(net), "schedule": plain(schedule), "image_shape": plain(image_shape),
-                                   "num_classes": int(num_classes), "noisy": noisy, "lr": lr,
-                                   "weight_decay": weight_decay, "warmup_steps": warmup_steps, "betas": plain(betas),
-                                   "channels_last": channels_last, "compile": compile, "val_repeats": val_repeats,
-                                   "kind": self.kind})
+        self.save_hyperparameters({"noisy": noisy, "val_repeats": val_repeats, "kind": self.kind})
         if val_repeats < 1:
             raise ValueError(f"val_repeats must be >= 1, got {val_repeats}")
         self.net = self._maybe_compile(build_net(self.hparams.net, self.hparams.image_shape, int(num_classes)))

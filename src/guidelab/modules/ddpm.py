@@ -8,7 +8,7 @@ from torchmetrics import MeanMetric
 
 from guidelab.diffusion import sample
 
-from .base import NUM_QUARTILES, GuidelabModule, build_net, noise_quartile, plain
+from .base import NUM_QUARTILES, GuidelabModule, build_net, noise_quartile
 
 
 class DDPMModule(GuidelabModule):
@@ -17,12 +17,9 @@ class DDPMModule(GuidelabModule):
     def __init__(self, net: dict, schedule: dict, image_shape, num_classes: int = 1, lr: float = 2e-4,
                  weight_decay: float = 0.0, warmup_steps: int = 500, betas=(0.9, 0.999),
                  channels_last: bool = False, compile: bool = False, kind: str = "ddpm"):
-        super().__init__(plain(net), plain(schedule), plain(image_shape), num_classes, lr, weight_decay,
-                         warmup_steps, plain(betas), channels_last, compile)
-        self.save_hyperparameters({"net": plain(net), "schedule": plain(schedule), "image_shape": plain(image_shape),
-                                   "num_classes": int(num_classes), "lr": lr, "weight_decay": weight_decay,
-                                   "warmup_steps": warmup_steps, "betas": plain(betas),
-                                   "channels_last": channels_last, "compile": compile, "kind": self.kind})
+        super().__init__(net, schedule, image_shape, num_classes, lr, weight_decay, warmup_steps, betas,
+                         channels_last, compile)
+        self.save_hyperparameters({"kind": self.kind})
         self.net = self._maybe_compile(build_net(self.hparams.net, self.hparams.image_shape, self.label_classes()))
         self.val_loss_by_quartile = torch.nn.ModuleList(MeanMetric() for _ in range(NUM_QUARTILES))
 
