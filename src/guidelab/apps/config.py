@@ -10,7 +10,8 @@ import rich.syntax
 import rich.tree
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+# the configs ship inside the package (guidelab/conf), so an installed wheel finds them too
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 if not OmegaConf.has_resolver("uid"):
     # a short random id, resolved once per config: run dirs never collide, even within one second
