@@ -8,7 +8,7 @@ import torch
 from conftest import compose_config, tiny_train_overrides
 
 from guidelab.apps.train import train
-from guidelab.modules import load_module
+from guidelab.modules import DDPMModule, EvalClassifierModule, NoisyClassifierModule, load_module
 
 
 @pytest.mark.parametrize("task", ["ddpm", "classifier", "eval_classifier"])
@@ -25,6 +25,8 @@ def test_each_task_trains_and_round_trips(task, tmp_path):
 
     module = load_module(ckpt)
     assert module.meta["kind"] == task
+    assert type(module) is {"ddpm": DDPMModule, "classifier": NoisyClassifierModule,
+                            "eval_classifier": EvalClassifierModule}[task]  # the class it was trained as
     for name, value in module.state_dict().items():
         assert torch.equal(value, raw["state_dict"][name]), name
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 900])
@@ -43,12 +45,14 @@ def test_ddpm_checkpoint_holds_ema_weights(tmp_path):
     assert any(differs)
 
 
-def test_classifier_logs_per_noise_quartile(tmp_path):
-    cfg = compose_config("train", tiny_train_overrides(tmp_path, "classifier", steps=2))
+@pytest.mark.parametrize("task, metrics", [("classifier", ["val/acc", "val/loss"]), ("ddpm", ["val/loss"])])
+def test_logs_per_noise_quartile(task, metrics, tmp_path):
+    cfg = compose_config("train", tiny_train_overrides(tmp_path, task, steps=2))
     train(cfg)
     header = next(csv.reader(open(tmp_path / "csv" / "metrics.csv")))
     for q in range(4):
-        assert f"val/acc_q{q}" in header and f"val/loss_q{q}" in header
+        for metric in metrics:
+            assert f"{metric}_q{q}" in header
 
 
 @pytest.mark.parametrize(
@@ -109,14 +113,10 @@ def test_wandb_logger_goes_offline_without_key(tmp_path, monkeypatch):
 
 
 def test_slurm_launcher_matches_tasks_to_devices():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from guidelab.apps.config import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", ["hydra/launcher=slurm", "experiment=cifar10_ddpm", "trainer.num_nodes=2",
-                                "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    cfg = compose_config("train", ["hydra/launcher=slurm", "experiment=cifar10_ddpm", "trainer.num_nodes=2",
+                                   "hydra.launcher.partition=gpu"], return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert cfg.hydra.launcher.tasks_per_node == cfg.trainer.devices == 8

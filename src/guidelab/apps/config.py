@@ -10,8 +10,10 @@ import rich.syntax
 import rich.tree
 from omegaconf import DictConfig, OmegaConf
 
-# the configs ship inside the package (guidelab/conf), so an installed wheel finds them too
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The configs ship inside the package (guidelab/conf, package data of the wheel) and are found as a
+# Python package through Hydra's pkg:// config source, wherever guidelab is installed.
+CONFIG_MODULE = "guidelab.conf"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 
 if not OmegaConf.has_resolver("uid"):
     # a short random id, resolved once per config: run dirs never collide, even within one second
@@ -79,12 +81,15 @@ def ensure_writable(output_dir: str | Path) -> Path:
     return output_dir
 
 
-def compose_config(config_name: str, overrides: list[str]):
-    """Compose a config of conf/ from Python (no Hydra app around it), e.g. to chain several runs."""
-    from hydra import compose, initialize_config_dir
+def compose_config(config_name: str, overrides: list[str], return_hydra_config: bool = False):
+    """Compose one of guidelab's configs from Python (no Hydra app around it), e.g. to chain several runs.
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
+    A user's own config dirs join through the override `hydra.searchpath=[file:///abs/my_configs]`,
+    as on the command line."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def route_overrides(args: list[str], stages) -> dict[str, list[str]]:

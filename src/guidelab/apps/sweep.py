@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_DIR, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
+from guidelab.apps.config import CONFIG_PATH, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
@@ -78,7 +78,7 @@ def run_sweep(cfg: DictConfig):
     return result, paths
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="sweep", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="sweep", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
     try:

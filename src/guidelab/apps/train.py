@@ -13,7 +13,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_DIR, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
+from guidelab.apps.config import CONFIG_PATH, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.resume import resolve_resume
 
@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> dict:
     return {"metrics": metrics, "best_checkpoint": best, "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt")}
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     try:

@@ -11,8 +11,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from guidelab.diffusion import NoiseSchedule
 
-NUM_QUARTILES = 4
-
 
 def plain(value):
     """Hydra containers to plain Python, so checkpoints load with weights_only=True."""
@@ -35,17 +33,12 @@ def build_net(net: dict, image_shape, num_classes: int | None = None) -> torch.n
     return hydra.utils.instantiate(net, **kwargs, _convert_="all")
 
 
-def noise_quartile(t: torch.Tensor, T: int) -> torch.Tensor:
-    """0 for the lowest-noise quarter of [0, T), ..., 3 for the highest."""
-    return (t * NUM_QUARTILES // T).clamp(max=NUM_QUARTILES - 1)
-
-
 class GuidelabModule(pl.LightningModule):
     """Base: holds `net`, the noise `schedule`, image shape and class count; AdamW with linear warmup."""
 
     kind: str = ""
 
-    def __init__(self, net: dict, schedule: dict, image_shape, num_classes: int, lr: float, weight_decay: float,
+    def __init__(self, *, net: dict, schedule: dict, image_shape, num_classes: int, lr: float, weight_decay: float,
                  warmup_steps: int, betas=(0.9, 0.999), channels_last: bool = False, compile: bool = False):
         super().__init__()
         if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):

@@ -17,14 +17,13 @@ from .ddpm import DDPMModule
 class ConditionalDDPMModule(DDPMModule):
     kind = "cfg_ddpm"
 
-    def __init__(self, net: dict, schedule: dict, image_shape, num_classes: int, p_uncond: float = 0.1,
-                 lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 500, betas=(0.9, 0.999),
-                 channels_last: bool = False, compile: bool = False, kind: str = "cfg_ddpm"):
+    def __init__(self, net: dict, schedule: dict, image_shape, num_classes: int, p_uncond: float = 0.1, **settings):
+        """`p_uncond`: probability of replacing a label by the null label; `settings`: lr, weight_decay, ...
+        as DDPMModule takes them."""
         if not (isinstance(p_uncond, (int, float)) and 0.0 <= p_uncond < 1.0):
             raise ValueError(f"p_uncond (label dropout probability) must be in [0, 1), got {p_uncond!r}")
         self._num_label_classes = int(num_classes)
-        super().__init__(net, schedule, image_shape, num_classes, lr, weight_decay, warmup_steps, betas,
-                         channels_last, compile)
+        super().__init__(net=net, schedule=schedule, image_shape=image_shape, num_classes=num_classes, **settings)
         self.save_hyperparameters({"p_uncond": float(p_uncond)})
 
     def label_classes(self) -> int:

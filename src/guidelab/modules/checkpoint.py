@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from .cfg_ddpm import ConditionalDDPMModule
-from .classifier import ClassifierModule
+from .classifier import EvalClassifierModule, NoisyClassifierModule
 from .ddpm import DDPMModule
 
-MODULES = {"ddpm": DDPMModule, "cfg_ddpm": ConditionalDDPMModule, "classifier": ClassifierModule,
-           "eval_classifier": ClassifierModule}
+# the `kind` hyperparameter every checkpoint carries -> the class it was trained as
+MODULES = {module.kind: module for module in (DDPMModule, ConditionalDDPMModule, NoisyClassifierModule, EvalClassifierModule)}
 
 
 class CheckpointError(ValueError):
@@ -50,9 +50,9 @@ def load_module(path, kind: str | tuple[str, ...] | None = None, map_location="c
     if kinds is not None and hp["kind"] not in kinds:
         raise CheckpointError(f"{path} holds a {hp['kind']!r} model, but a {' or '.join(kinds)} checkpoint is needed here")
     cls = MODULES[hp["kind"]]
-    accepted = inspect.signature(cls.__init__).parameters
     hp["compile"] = False
-    module = cls(**{k: v for k, v in hp.items() if k in accepted})
+    # saved keys the constructor does not take (kind; noisy in older checkpoints) are not arguments
+    module = cls(**{k: v for k, v in hp.items() if k in constructor_parameters(cls)})
     state = ckpt["state_dict"]
     try:
         module.load_state_dict(state)
@@ -60,6 +60,19 @@ def load_module(path, kind: str | tuple[str, ...] | None = None, map_location="c
         raise CheckpointError(f"{path}: weights do not fit the network described in its own config: {err}") from err
     module.checkpoint_path = str(path)
     return module.to(map_location).eval().requires_grad_(False)
+
+
+def constructor_parameters(cls) -> set[str]:
+    """The keyword names `cls(...)` accepts, following `**settings` into the base classes' constructors."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def check_compatible(reference, other, *, keys=("schedule", "image_shape", "num_classes")) -> None:

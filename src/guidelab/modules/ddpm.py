@@ -8,7 +8,8 @@ from torchmetrics import MeanMetric
 
 from guidelab.diffusion import sample
 
-from .base import NUM_QUARTILES, GuidelabModule, build_net, noise_quartile
+from .base import GuidelabModule, build_net
+from .quartiles import QuartileMetrics
 
 
 class DDPMModule(GuidelabModule):
@@ -16,12 +17,13 @@ class DDPMModule(GuidelabModule):
 
     def __init__(self, net: dict, schedule: dict, image_shape, num_classes: int = 1, lr: float = 2e-4,
                  weight_decay: float = 0.0, warmup_steps: int = 500, betas=(0.9, 0.999),
-                 channels_last: bool = False, compile: bool = False, kind: str = "ddpm"):
-        super().__init__(net, schedule, image_shape, num_classes, lr, weight_decay, warmup_steps, betas,
-                         channels_last, compile)
-        self.save_hyperparameters({"kind": self.kind})
+                 channels_last: bool = False, compile: bool = False):
+        super().__init__(net=net, schedule=schedule, image_shape=image_shape, num_classes=num_classes, lr=lr,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps, betas=betas,
+                         channels_last=channels_last, compile=compile)
+        self.save_hyperparameters({"kind": self.kind})  # read_checkpoint picks the class by it
         self.net = self._maybe_compile(build_net(self.hparams.net, self.hparams.image_shape, self.label_classes()))
-        self.val_loss_by_quartile = torch.nn.ModuleList(MeanMetric() for _ in range(NUM_QUARTILES))
+        self.val_loss_by_quartile = QuartileMetrics("val/loss", MeanMetric, self.schedule.T)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.net(self._prepare_input(x), t)
@@ -54,16 +56,10 @@ class DDPMModule(GuidelabModule):
         labels = batch[1] if self.label_classes() is not None else None  # real labels, no dropout
         losses, t = self._losses(batch[0], gen, y=labels)
         self.log("val/loss", losses.mean(), prog_bar=True, sync_dist=True)
-        quartile = noise_quartile(t, self.schedule.T)
-        for q, metric in enumerate(self.val_loss_by_quartile):
-            if (quartile == q).any():
-                metric.update(losses[quartile == q])
+        self.val_loss_by_quartile.update(t, losses)
 
     def on_validation_epoch_end(self):
-        for q, metric in enumerate(self.val_loss_by_quartile):
-            if metric.update_count:
-                self.log(f"val/loss_q{q}", metric.compute())
-            metric.reset()
+        self.val_loss_by_quartile.log_and_reset(self)
 
     @torch.no_grad()
     def sample(self, n: int, **kwargs) -> torch.Tensor:
