@@ -23,4 +23,4 @@ demo: install
 	$(BIN)/guidelab-demo
 
 clean:
-	rm -rf outputs multirun wandb lightning_logs .pytest_cache
+	rm -rf outputs multirun wandb lightning_logs .pytest_cache dist build

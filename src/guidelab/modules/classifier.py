@@ -49,8 +49,9 @@ class ClassifierModule(GuidelabModule):
         return int(self.net.num_features)
 
     def _noised(self, x0, generator=None):
+        """The classifier's input for clean images x0 and the timestep indices it reads (None: clean)."""
         if not self.noisy:
-            return x0, torch.zeros(len(x0), dtype=torch.long, device=x0.device)
+            return x0, None
         t = self.random_timesteps(len(x0), generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device if generator is None else generator.device)
         return self.schedule.q_sample(x0, t, noise.to(x0.device)), t
@@ -58,7 +59,7 @@ class ClassifierModule(GuidelabModule):
     def training_step(self, batch, batch_idx):
         x0, y = batch
         x, t = self._noised(x0)
-        logits = self(x, t if self.noisy else None)
+        logits = self(x, t)
         loss = F.cross_entropy(logits.float(), y)
         self.check_finite(loss)
         self.train_acc(logits, y)
@@ -69,7 +70,7 @@ class ClassifierModule(GuidelabModule):
     def validation_step(self, batch, batch_idx):
         x0, y = batch
         x, t = self._noised(x0, torch.Generator(device="cpu").manual_seed(batch_idx))
-        logits = self(x, t if self.noisy else None)
+        logits = self(x, t)
         losses = F.cross_entropy(logits.float(), y, reduction="none")
         self.val_acc(logits, y)
         self.log("val/loss", losses.mean(), prog_bar=True, sync_dist=True)
@@ -97,8 +98,9 @@ class NoisyClassifierModule(ClassifierModule):
     def validation_step(self, batch, batch_idx):
         x0, y = batch
         repeats = self.hparams.val_repeats
-        out = super().validation_step((x0.repeat(repeats, 1, 1, 1), y.repeat(repeats)), batch_idx)
-        self.val_acc_by_quartile.update(out["timesteps"], out["logits"], y.repeat(repeats))
+        x0, y = x0.repeat(repeats, 1, 1, 1), y.repeat(repeats)
+        out = super().validation_step((x0, y), batch_idx)
+        self.val_acc_by_quartile.update(out["timesteps"], out["logits"], y)
         self.val_loss_by_quartile.update(out["timesteps"], out["losses"])
         return out
 
