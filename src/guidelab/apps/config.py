@@ -89,7 +89,7 @@ def compose_config(config_name: str, overrides: list[str], return_hydra_config: 
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+        return compose(config_name, overrides, return_hydra_config=return_hydra_config)
 
 
 def route_overrides(args: list[str], stages) -> dict[str, list[str]]:

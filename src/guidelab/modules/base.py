@@ -51,10 +51,11 @@ class GuidelabModule(pl.LightningModule):
             raise ValueError(f"image_shape must be [C, H, W], got {image_shape!r}")
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
-        # plain containers only, so checkpoints load with weights_only=True; subclasses add their own keys
-        self.save_hyperparameters({"net": plain(net), "schedule": plain(schedule), "image_shape": plain(image_shape),
-                                   "num_classes": int(num_classes), "lr": lr, "weight_decay": weight_decay,
-                                   "warmup_steps": warmup_steps, "betas": plain(betas),
+        # plain containers only, so checkpoints load with weights_only=True; subclasses add their own keys.
+        # `kind` is no argument: load_module picks the class by it (modules/checkpoint.py MODULES)
+        self.save_hyperparameters({"kind": self.kind, "net": plain(net), "schedule": plain(schedule),
+                                   "image_shape": plain(image_shape), "num_classes": int(num_classes), "lr": lr,
+                                   "weight_decay": weight_decay, "warmup_steps": warmup_steps, "betas": plain(betas),
                                    "channels_last": channels_last, "compile": compile})
         self.schedule = NoiseSchedule.from_config(**self.hparams.schedule)
 

@@ -13,7 +13,8 @@ from .classifier import EvalClassifierModule, NoisyClassifierModule
 from .ddpm import DDPMModule
 
 # the `kind` hyperparameter every checkpoint carries -> the class it was trained as
-MODULES = {module.kind: module for module in (DDPMModule, ConditionalDDPMModule, NoisyClassifierModule, EvalClassifierModule)}
+MODULES = {module.kind: module
+           for module in (DDPMModule, ConditionalDDPMModule, NoisyClassifierModule, EvalClassifierModule)}
 
 
 class CheckpointError(ValueError):

@@ -24,11 +24,11 @@ class ClassifierModule(GuidelabModule):
                  weight_decay: float = 0.05, warmup_steps: int = 100, betas=(0.9, 0.999),
                  channels_last: bool = False, compile: bool = False):
         if not self.kind:
-            raise TypeError("ClassifierModule is the shared base: build a NoisyClassifierModule or an EvalClassifierModule")
+            raise TypeError("ClassifierModule is the shared base: build a NoisyClassifierModule or an "
+                            "EvalClassifierModule")
         super().__init__(net=net, schedule=schedule, image_shape=image_shape, num_classes=num_classes, lr=lr,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, betas=betas,
                          channels_last=channels_last, compile=compile)
-        self.save_hyperparameters({"kind": self.kind})  # read_checkpoint picks the class by it
         self.net = self._maybe_compile(build_net(self.hparams.net, self.hparams.image_shape, int(num_classes)))
         n = int(num_classes)
         self.train_acc = MulticlassAccuracy(n, average="micro")

@@ -21,7 +21,6 @@ class DDPMModule(GuidelabModule):
         super().__init__(net=net, schedule=schedule, image_shape=image_shape, num_classes=num_classes, lr=lr,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, betas=betas,
                          channels_last=channels_last, compile=compile)
-        self.save_hyperparameters({"kind": self.kind})  # read_checkpoint picks the class by it
         self.net = self._maybe_compile(build_net(self.hparams.net, self.hparams.image_shape, self.label_classes()))
         self.val_loss_by_quartile = QuartileMetrics("val/loss", MeanMetric, self.schedule.T)
 
