@@ -1,0 +1,1 @@
+"""guidelab's Hydra configs (YAML), package data of the wheel, found as pkg://guidelab.conf."""
