@@ -75,7 +75,44 @@ def test_quartile_metrics_route_each_sample_to_its_noise_quartile():
     metrics.log_and_reset(recorder)
     assert recorder.logged == {"val/loss_q0": 2.0, "val/loss_q1": 15.0, "val/loss_q2": 7.0, "val/loss_q3": 150.0}
 
-    metrics.update(torch.tensor([10]), torch.tensor([5.0]))  # reset: a new epoch starts from nothing
+    assert [int(samples.compute()) for samples in metrics.samples] == [0, 0, 0, 0]  # reset with the metrics
+
+    metrics.update(torch.tensor([10]), torch.tensor([5.0]))  # a new epoch starts from nothing
     recorder = LogRecorder()
     metrics.log_and_reset(recorder)
     assert recorder.logged == {"val/loss_q0": 5.0}  # quartiles without samples are not logged
+
+
+def quartile_rank(rank: int, init_file: str, results) -> None:
+    """One DDP rank: rank 0 sees only low-noise samples, rank 1 low- and high-noise ones."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        metrics = QuartileMetrics("val/loss", MeanMetric, 100)
+        timesteps = torch.tensor([0, 1]) if rank == 0 else torch.tensor([2, 99])
+        metrics.update(timesteps, torch.tensor([1.0, 3.0]) if rank == 0 else torch.tensor([5.0, 40.0]))
+        recorder = LogRecorder()
+        metrics.log_and_reset(recorder)
+        results.put((rank, recorder.logged))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: ~50 s on 2 busy cores
+def test_quartile_metrics_agree_across_ranks_when_a_rank_saw_no_samples_of_a_quartile(tmp_path):
+    """compute() gathers across ranks, so every rank must compute the same quartiles, or DDP hangs."""
+    ctx = torch.multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=quartile_rank, args=(rank, str(tmp_path / "init"), results)) for rank in (0, 1)]
+    for proc in procs:
+        proc.start()
+    try:
+        logged = dict(results.get(timeout=180) for _ in procs)
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    expected = {"val/loss_q0": 3.0, "val/loss_q3": 40.0}  # q0 gathered from both ranks: mean of 1, 3, 5
+    assert logged == {0: expected, 1: expected}

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import Metric
+from torchmetrics import Metric, SumMetric
 
 NUM_QUARTILES = 4
 
@@ -23,22 +23,27 @@ class QuartileMetrics(torch.nn.Module):
     """One torchmetrics metric per noise quartile, logged as `<name>_q0` ... `<name>_q3`.
 
     `update(timesteps, *inputs)` sends each sample to the metric of its timestep's quartile;
-    `log_and_reset(module)` logs every quartile that received samples this epoch."""
+    `log_and_reset(module)` logs every quartile that received samples this epoch on any process.
+    Under DDP every rank computes the same quartiles (compute() gathers across ranks, so all must call
+    it): the sample counts, updated on every call, decide which."""
 
     def __init__(self, name: str, make_metric: Callable[[], Metric], T: int):
         super().__init__()
         self.name, self.T = name, int(T)
         self.metrics = torch.nn.ModuleList(make_metric() for _ in range(NUM_QUARTILES))
+        self.samples = torch.nn.ModuleList(SumMetric() for _ in range(NUM_QUARTILES))
 
     def update(self, timesteps: torch.Tensor, *inputs: torch.Tensor) -> None:
         quartile = noise_quartile(timesteps, self.T)
-        for q, metric in enumerate(self.metrics):
+        for q, (metric, samples) in enumerate(zip(self.metrics, self.samples)):
             mask = quartile == q
+            samples.update(mask.sum())
             if mask.any():
                 metric.update(*(x[mask] for x in inputs))
 
     def log_and_reset(self, module: pl.LightningModule) -> None:
-        for q, metric in enumerate(self.metrics):
-            if metric.update_count:
+        for q, (metric, samples) in enumerate(zip(self.metrics, self.samples)):
+            if samples.compute() > 0:  # the count over all ranks
                 module.log(f"{self.name}_q{q}", metric.compute())
             metric.reset()
+            samples.reset()
