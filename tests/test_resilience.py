@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import compose_config, tiny_train_overrides
 
+from guidelab.apps.errors import app_failures
 from guidelab.apps.train import train
 from guidelab.modules import DDPMModule, load_module
 
@@ -18,8 +19,10 @@ BIN = Path(sys.executable).parent
 
 
 def start(args, cwd, env_extra=None):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
     env.pop("WANDB_API_KEY", None)
+    for name, value in (env_extra or {}).items():  # None: unset
+        env.pop(name, None) if value is None else env.__setitem__(name, value)
     return subprocess.Popen([str(BIN / "guidelab-train"), *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -96,8 +99,13 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
 
     monkeypatch.setattr(DDPMModule, "_losses", poisoned)
     overrides = tiny_train_overrides(tmp_path, "ddpm", steps=4) + ["trainer.max_epochs=3"]
+    (tmp_path / "train.log").write_text("what Hydra logged\n")  # as under guidelab-train
     with pytest.raises(FloatingPointError, match="global step 5"):
-        train(compose_config("train", overrides))
+        with app_failures("guidelab-train", tmp_path):  # main()'s failure handling
+            train(compose_config("train", overrides))
+    # work had started: the run dir keeps its log, metrics and checkpoints
+    assert (tmp_path / "train.log").read_text() == "what Hydra logged\n"
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
     good = load_module(tmp_path / "checkpoints" / "last.ckpt")
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert all(torch.isfinite(p).all() for p in good.parameters())
@@ -125,3 +133,67 @@ def test_same_seed_gives_bitwise_identical_samples(tmp_path):
     b = ddpm.sample(6, steps=5, sampler="ddpm", generator=torch.Generator().manual_seed(3))
     c = ddpm.sample(6, steps=5, sampler="ddpm", generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def closed_local_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the socket closes
+
+
+def test_unreachable_wandb_server_does_not_block_training(tmp_path, monkeypatch):
+    """An API key but no route to the server (a closed local port): the run goes offline at once, with a warning,
+    and writes its checkpoints; before, wandb spent 90 s starting online and then kept retrying."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_local_port()}")
+    overrides = tiny_train_overrides(tmp_path, "eval_classifier", steps=2)
+    overrides[overrides.index("logger=csv")] = "logger=wandb"
+    tic = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match="cannot be reached; logging offline"):
+        result = train(compose_config("train", overrides))
+    assert time.perf_counter() - tic < 60
+    assert torch.load(result["last_checkpoint"], weights_only=True)["global_step"] == 2
+    (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert offline_run.name.endswith((tmp_path / "wandb_id.txt").read_text())
+    assert not list((tmp_path / "wandb").glob("run-*"))  # no online run was attempted
+
+
+@pytest.mark.slow
+def test_wandb_server_that_never_answers_is_bounded_by_init_timeout(tmp_path):
+    """A server that accepts the connection but never answers: wandb.init gives up after WANDB_INIT_TIMEOUT and the
+    run continues offline, so checkpoints appear within a bounded time."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)  # connections complete in the backlog, requests are never read
+        env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{server.getsockname()[1]}",
+               "WANDB_INIT_TIMEOUT": "5", "NETRC": str(tmp_path / "no-netrc")}
+        run_dir = tmp_path / "run"
+        proc = start(["task=eval_classifier", f"hydra.run.dir={run_dir}", "logger=wandb", "+trainer.limit_train_batches=2",
+                      "trainer.max_epochs=1", "+trainer.limit_val_batches=1", "trainer.enable_model_summary=false"],
+                     tmp_path, {**env, "WANDB_MODE": None})
+        tic = time.time()
+        wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), proc, timeout=120)
+        elapsed = time.time() - tic
+        proc.kill()
+        out = proc.communicate()[0]
+    assert "could not start online within 5 s" in out
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert elapsed < 90, elapsed
+
+
+def test_resume_checks_then_init_from_fine_tunes_under_a_new_recipe(tmp_path):
+    first = train(compose_config("train", tiny_train_overrides(tmp_path / "linear", "ddpm", steps=2)))["last_checkpoint"]
+    saved = Path(first).read_bytes()
+    resumed = train(compose_config("train", [*tiny_train_overrides(tmp_path / "resumed", "ddpm", steps=2),
+                                             "trainer.max_epochs=2", f"ckpt_path={first}"]))
+    assert torch.load(resumed["last_checkpoint"], weights_only=True)["global_step"] == 4  # continued from step 2
+    tuned = train(compose_config("train", [*tiny_train_overrides(tmp_path / "cosine", "ddpm", steps=2),
+                                           "diffusion=cosine", f"init_from={first}"]))
+    raw = torch.load(tuned["last_checkpoint"], weights_only=True)
+    assert raw["global_step"] == 2 and raw["hyper_parameters"]["schedule"]["kind"] == "cosine"  # a fresh run
+    assert Path(first).read_bytes() == saved
