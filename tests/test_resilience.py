@@ -1,9 +1,13 @@
 """Kills, preemption, NaNs and determinism: the work survives and nothing is lost."""
 
+import contextlib
+import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -135,55 +139,78 @@ def test_same_seed_gives_bitwise_identical_samples(tmp_path):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def closed_local_port() -> int:
-    import socket
+@contextlib.contextmanager
+def unreachable_wandb_server(kind: str):
+    """The base URL of a W&B server that cannot be used: a closed local port (connection refused) or a port that
+    accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if kind == "silent":
+            sock.listen(16)  # connections complete in the backlog, requests are never read
+        port = sock.getsockname()[1]
+        if kind == "closed":
+            sock.close()  # nothing listens there any more
+        yield f"http://127.0.0.1:{port}"
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]  # nothing listens there once the socket closes
 
-
-def test_unreachable_wandb_server_does_not_block_training(tmp_path, monkeypatch):
-    """An API key but no route to the server (a closed local port): the run goes offline at once, with a warning,
-    and writes its checkpoints; before, wandb spent 90 s starting online and then kept retrying."""
+@pytest.mark.parametrize("kind", ["closed", "silent"])
+def test_unreachable_wandb_server_does_not_block_training(tmp_path, monkeypatch, kind):
+    """An API key but no usable server: the run goes offline after one bounded probe, with a warning, and writes
+    its checkpoints; before, wandb spent 90 s starting online and its fallback kept retrying the network."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_local_port()}")
     overrides = tiny_train_overrides(tmp_path, "eval_classifier", steps=2)
     overrides[overrides.index("logger=csv")] = "logger=wandb"
-    tic = time.perf_counter()
-    with pytest.warns(RuntimeWarning, match="cannot be reached; logging offline"):
-        result = train(compose_config("train", overrides))
-    assert time.perf_counter() - tic < 60
+    with unreachable_wandb_server(kind) as url:
+        monkeypatch.setenv("WANDB_BASE_URL", url)
+        tic = time.perf_counter()
+        with pytest.warns(RuntimeWarning, match="cannot be reached; logging offline"):
+            result = train(compose_config("train", overrides))
+        elapsed = time.perf_counter() - tic
+    assert elapsed < 60, elapsed
     assert torch.load(result["last_checkpoint"], weights_only=True)["global_step"] == 2
     (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert offline_run.name.endswith((tmp_path / "wandb_id.txt").read_text())
     assert not list((tmp_path / "wandb").glob("run-*"))  # no online run was attempted
 
 
-@pytest.mark.slow
-def test_wandb_server_that_never_answers_is_bounded_by_init_timeout(tmp_path):
-    """A server that accepts the connection but never answers: wandb.init gives up after WANDB_INIT_TIMEOUT and the
-    run continues offline, so checkpoints appear within a bounded time."""
-    import socket
+class AnswersButNeverStartsRuns(http.server.BaseHTTPRequestHandler):
+    """Answers the reachability probe, then hangs on every API call (as an overloaded server would)."""
 
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)  # connections complete in the backlog, requests are never read
-        env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{server.getsockname()[1]}",
-               "WANDB_INIT_TIMEOUT": "5", "NETRC": str(tmp_path / "no-netrc")}
-        run_dir = tmp_path / "run"
-        proc = start(["task=eval_classifier", f"hydra.run.dir={run_dir}", "logger=wandb", "+trainer.limit_train_batches=2",
-                      "trainer.max_epochs=1", "+trainer.limit_val_batches=1", "trainer.enable_model_summary=false"],
-                     tmp_path, {**env, "WANDB_MODE": None})
-        tic = time.time()
-        wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), proc, timeout=120)
+    def do_HEAD(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def do_POST(self):
+        time.sleep(300)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_wandb_start_up_is_bounded_by_init_timeout(tmp_path):
+    """The server answers but never starts the run: wandb.init gives up after WANDB_INIT_TIMEOUT and the run goes on
+    offline, so the checkpoints appear within a bounded time."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AnswersButNeverStartsRuns)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{server.server_address[1]}",
+           "WANDB_INIT_TIMEOUT": "5", "NETRC": str(tmp_path / "no-netrc"), "WANDB_MODE": None}
+    run_dir = tmp_path / "run"
+    proc = start(["task=eval_classifier", f"hydra.run.dir={run_dir}", "logger=wandb", "+trainer.limit_train_batches=2",
+                  "trainer.max_epochs=1", "+trainer.limit_val_batches=1", "trainer.enable_model_summary=false"],
+                 tmp_path, env)
+    tic = time.time()
+    try:
+        wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), proc, timeout=150)
         elapsed = time.time() - tic
+    finally:
         proc.kill()
         out = proc.communicate()[0]
+        server.shutdown()
     assert "could not start online within 5 s" in out
     assert list((run_dir / "wandb").glob("offline-run-*"))
-    assert elapsed < 90, elapsed
+    assert elapsed < 120, elapsed
 
 
 def test_resume_checks_then_init_from_fine_tunes_under_a_new_recipe(tmp_path):

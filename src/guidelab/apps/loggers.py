@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import netrc
 import os
-import socket
 import warnings
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 WANDB_ID_FILE = "wandb_id.txt"
 DEFAULT_WANDB_URL = "https://api.wandb.ai"
-REACHABILITY_TIMEOUT_S = 3.0
+REACHABILITY_TIMEOUT_S = 5.0
 AGGREGATE_INIT_TIMEOUT_S = 30.0  # guidelab-aggregate has no Hydra config; the apps' is logger.wandb.init_timeout
 
 
@@ -32,18 +31,18 @@ def wandb_has_key() -> bool:
 
 
 def wandb_server_reachable(timeout: float = REACHABILITY_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the W&B server (WANDB_BASE_URL) opens within `timeout` seconds. Behind an
-    HTTP(S) proxy the answer is left to wandb.init (bounded by init_timeout)."""
-    from urllib.parse import urlsplit
+    """Whether the W&B server (WANDB_BASE_URL) answers an HTTP request within `timeout` seconds; any HTTP status
+    counts as an answer. Goes through HTTP(S)_PROXY like wandb does."""
+    import urllib.error
+    import urllib.request
 
-    url = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL)
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
-        return True
-    port = url.port or (443 if url.scheme == "https" else 80)
+    url = os.environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
     try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # refused, no route, DNS, timeout, TLS; a malformed URL
         return False
 
 
@@ -73,6 +72,9 @@ def stop_wandb_service() -> None:
     import wandb
 
     try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+
+        opentelemetry_proxy.disable()  # wandb's own usage telemetry would go on posting to the silent server
         wandb.teardown(exit_code=1)
     except Exception as err:  # never let the dashboard's cleanup end training
         warnings.warn(f"W&B service did not stop cleanly: {err!r}", RuntimeWarning, stacklevel=2)
