@@ -61,11 +61,21 @@ def full_errors_requested() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0")
 
 
+def in_multirun_job() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(err: BaseException, app: str) -> None:
-    """For a known user error: print one line and exit with USER_ERROR_EXIT_CODE. Otherwise return."""
+    """For a known user error: print one line and exit with USER_ERROR_EXIT_CODE. Otherwise return.
+    Inside a multirun job the line is printed and the error goes back to Hydra, which marks that job
+    failed and runs the next ones."""
     if isinstance(err, USER_ERRORS) and not full_errors_requested():
         print(f"{app}: error: {one_line(err)}", file=sys.stderr, flush=True)
-        raise SystemExit(USER_ERROR_EXIT_CODE) from None
+        if not in_multirun_job():
+            raise SystemExit(USER_ERROR_EXIT_CODE) from None
 
 
 @contextmanager
