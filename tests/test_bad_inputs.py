@@ -442,3 +442,17 @@ def test_full_error_shows_the_traceback_and_bugs_keep_theirs(ckpts, tmp_path, mo
     with pytest.raises(ZeroDivisionError):  # not a user error: re-raised for its traceback
         with app_failures("guidelab-train"):
             1 / 0
+
+
+def test_user_error_in_a_multirun_job_fails_only_that_job(tmp_path, monkeypatch, capsys):
+    """Under hydra -m the line is printed and the error goes back to Hydra (job FAILED, the next jobs run),
+    instead of SystemExit ending the whole multirun."""
+    from guidelab.apps import errors
+
+    monkeypatch.setattr(errors, "in_multirun_job", lambda: True)
+    (tmp_path / "job0").mkdir()
+    with pytest.raises(ConfigError, match="batch_size"):
+        with errors.app_failures("guidelab-train", tmp_path / "job0"):
+            train(tiny_train_cfg(tmp_path / "job0", "ddpm", ["data.batch_size=0"]))
+    assert capsys.readouterr().err.startswith("guidelab-train: error: invalid config for")
+    assert not (tmp_path / "job0").exists()
