@@ -216,11 +216,11 @@ def tiny_train_cfg(out, task="ddpm", extra=()):
 def save_like_train(cfg, path: Path) -> str:
     """The checkpoint train() would write for cfg, without training (hyperparameters and weights)."""
     from guidelab.apps.config import instantiate
-    from guidelab.apps.train import data_shape
+    from guidelab.apps.config import read_data_shape
     from omegaconf import OmegaConf
 
     datamodule = instantiate(cfg.data)
-    shape, classes = data_shape(cfg, datamodule)
+    shape, classes = read_data_shape(cfg, datamodule)
     module = instantiate(cfg.task.module, net=OmegaConf.to_container(cfg.net, resolve=True),
                          schedule=OmegaConf.to_container(cfg.diffusion, resolve=True), image_shape=shape,
                          num_classes=classes, _recursive_=False)

@@ -53,6 +53,15 @@ def instantiate(node, **kwargs):
         raise
 
 
+def read_data_shape(cfg: DictConfig, datamodule) -> tuple[list[int], int]:
+    """The data's image shape and class count; a data module that cannot tell (no class folders, ...) is a
+    config problem of `data`."""
+    try:
+        return list(datamodule.image_shape), datamodule.num_classes
+    except ValueError as err:
+        raise ConfigError(f"data ({cfg.data._target_}): {err}") from err
+
+
 def discard_failed_run_dir(output_dir: str | Path, keep=("checkpoints", "quality_diversity.json")) -> bool:
     """After a failure before any work: remove the run dir Hydra made, so bad input leaves nothing
     behind. A dir that holds results (checkpoints, a report) is never touched."""

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_DIR, ConfigError, ensure_writable, instantiate, print_config_tree
+from guidelab.apps.config import CONFIG_DIR, ConfigError, ensure_writable, instantiate, print_config_tree, read_data_shape
 from guidelab.apps.errors import app_failures, mark_work_started
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
@@ -35,7 +35,7 @@ def load_and_check(cfg: DictConfig, datamodule):
         classifier = load_module(cfg.classifier_checkpoint, "classifier")
         check_compatible(ddpm, classifier, keys=("schedule", "image_shape"))
         check_compatible(classifier, eval_classifier, keys=("image_shape", "num_classes"))
-    data_shape = list(datamodule.image_shape)
+    data_shape, _ = read_data_shape(cfg, datamodule)
     if data_shape != ddpm.meta["image_shape"]:
         raise CheckpointError(f"image_shape: ddpm ({cfg.ddpm_checkpoint}) has {ddpm.meta['image_shape']}, "
                               f"data {cfg.data._target_} has {data_shape}")

@@ -13,7 +13,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_DIR, ConfigError, ensure_writable, instantiate, print_config_tree
+from guidelab.apps.config import CONFIG_DIR, ensure_writable, instantiate, print_config_tree, read_data_shape
 from guidelab.apps.errors import MarkWorkStarted, app_failures
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.resume import resume_or_init
@@ -28,21 +28,12 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     return callbacks
 
 
-def data_shape(cfg: DictConfig, datamodule) -> tuple[list[int], int]:
-    """The data's image shape and class count; a data module that cannot tell (no class folders, ...) is a
-    config problem of `data`."""
-    try:
-        return list(datamodule.image_shape), datamodule.num_classes
-    except ValueError as err:
-        raise ConfigError(f"data ({cfg.data._target_}): {err}") from err
-
-
 def train(cfg: DictConfig) -> dict:
     """Build everything from the config (failing before any training on bad values), then fit."""
     output_dir = ensure_writable(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    image_shape, num_classes = data_shape(cfg, datamodule)
+    image_shape, num_classes = read_data_shape(cfg, datamodule)
     module = instantiate(
         cfg.task.module,
         net=OmegaConf.to_container(cfg.net, resolve=True),
