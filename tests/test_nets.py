@@ -179,3 +179,27 @@ def test_classifiers_reject_bad_inputs():
             net(torch.randn(2, 1, 8, 8), torch.tensor([[1, 2]]))
     with pytest.raises(ValueError, match="num_classes"):
         SmallCNNClassifier(8, 1, 1)
+
+
+@pytest.mark.parametrize("net_config,task", [("unet_digits", "ddpm"), ("encoder_digits", "classifier")])
+def test_digits_nets_follow_the_data_image_size(net_config, task):
+    """data.image_size=16 with the digits configs: attention moves from the 4x4 maps (of 8x8 images) to the 8x8
+    maps (of 16x16), the same depth, with no net override; the weights keep the same shapes."""
+    from conftest import compose_config
+
+    from guidelab.apps.config import instantiate
+    from guidelab.modules.base import build_net
+
+    shapes = {}
+    for size in (8, 16):
+        cfg = compose_config("train", [f"task={task}", f"net={net_config}", f"data.image_size={size}"])
+        data = instantiate(cfg.data)
+        net = build_net(OmegaConf.to_container(cfg.net, resolve=True), data.image_shape, data.num_classes if
+                        task != "ddpm" else None)
+        encoder = net.encoder
+        assert encoder.attention_resolutions == {size // 2}
+        assert sum(isinstance(m, AttentionBlock) for m in encoder.down.modules()) == 1
+        x = torch.randn(2, *data.image_shape)
+        assert net(x, torch.tensor([1, 2])).shape[0] == 2
+        shapes[size] = {name: p.shape for name, p in net.named_parameters()}
+    assert shapes[8] == shapes[16]

@@ -1,9 +1,13 @@
 """Kills, preemption, NaNs and determinism: the work survives and nothing is lost."""
 
+import contextlib
+import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 import torch
 from conftest import compose_config, tiny_train_overrides
 
+from guidelab.apps.errors import app_failures
 from guidelab.apps.train import train
 from guidelab.modules import DDPMModule, load_module
 
@@ -18,8 +23,10 @@ BIN = Path(sys.executable).parent
 
 
 def start(args, cwd, env_extra=None):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
     env.pop("WANDB_API_KEY", None)
+    for name, value in (env_extra or {}).items():  # None: unset
+        env.pop(name, None) if value is None else env.__setitem__(name, value)
     return subprocess.Popen([str(BIN / "guidelab-train"), *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -96,8 +103,13 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
 
     monkeypatch.setattr(DDPMModule, "_losses", poisoned)
     overrides = tiny_train_overrides(tmp_path, "ddpm", steps=4) + ["trainer.max_epochs=3"]
+    (tmp_path / "train.log").write_text("what Hydra logged\n")  # as under guidelab-train
     with pytest.raises(FloatingPointError, match="global step 5"):
-        train(compose_config("train", overrides))
+        with app_failures("guidelab-train", tmp_path):  # main()'s failure handling
+            train(compose_config("train", overrides))
+    # work had started: the run dir keeps its log, metrics and checkpoints
+    assert (tmp_path / "train.log").read_text() == "what Hydra logged\n"
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
     good = load_module(tmp_path / "checkpoints" / "last.ckpt")
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert all(torch.isfinite(p).all() for p in good.parameters())
@@ -125,3 +137,90 @@ def test_same_seed_gives_bitwise_identical_samples(tmp_path):
     b = ddpm.sample(6, steps=5, sampler="ddpm", generator=torch.Generator().manual_seed(3))
     c = ddpm.sample(6, steps=5, sampler="ddpm", generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@contextlib.contextmanager
+def unreachable_wandb_server(kind: str):
+    """The base URL of a W&B server that cannot be used: a closed local port (connection refused) or a port that
+    accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if kind == "silent":
+            sock.listen(16)  # connections complete in the backlog, requests are never read
+        port = sock.getsockname()[1]
+        if kind == "closed":
+            sock.close()  # nothing listens there any more
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("kind", ["closed", "silent"])
+def test_unreachable_wandb_server_does_not_block_training(tmp_path, monkeypatch, kind):
+    """An API key but no usable server: the run goes offline after one bounded probe, with a warning, and writes
+    its checkpoints; before, wandb spent 90 s starting online and its fallback kept retrying the network."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    overrides = tiny_train_overrides(tmp_path, "eval_classifier", steps=2)
+    overrides[overrides.index("logger=csv")] = "logger=wandb"
+    with unreachable_wandb_server(kind) as url:
+        monkeypatch.setenv("WANDB_BASE_URL", url)
+        tic = time.perf_counter()
+        with pytest.warns(RuntimeWarning, match="cannot be reached; logging offline"):
+            result = train(compose_config("train", overrides))
+        elapsed = time.perf_counter() - tic
+    assert elapsed < 60, elapsed
+    assert torch.load(result["last_checkpoint"], weights_only=True)["global_step"] == 2
+    (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert offline_run.name.endswith((tmp_path / "wandb_id.txt").read_text())
+    assert not list((tmp_path / "wandb").glob("run-*"))  # no online run was attempted
+
+
+class AnswersButNeverStartsRuns(http.server.BaseHTTPRequestHandler):
+    """Answers the reachability probe, then hangs on every API call (as an overloaded server would)."""
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def do_POST(self):
+        time.sleep(300)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_wandb_start_up_is_bounded_by_init_timeout(tmp_path):
+    """The server answers but never starts the run: wandb.init gives up after WANDB_INIT_TIMEOUT and the run goes on
+    offline, so the checkpoints appear within a bounded time."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AnswersButNeverStartsRuns)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{server.server_address[1]}",
+           "WANDB_INIT_TIMEOUT": "5", "NETRC": str(tmp_path / "no-netrc"), "WANDB_MODE": None}
+    run_dir = tmp_path / "run"
+    proc = start(["task=eval_classifier", f"hydra.run.dir={run_dir}", "logger=wandb", "+trainer.limit_train_batches=2",
+                  "trainer.max_epochs=1", "+trainer.limit_val_batches=1", "trainer.enable_model_summary=false"],
+                 tmp_path, env)
+    tic = time.time()
+    try:
+        wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), proc, timeout=150)
+        elapsed = time.time() - tic
+    finally:
+        proc.kill()
+        out = proc.communicate()[0]
+        server.shutdown()
+    assert "could not start online within 5 s" in out
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert elapsed < 120, elapsed
+
+
+def test_resume_checks_then_init_from_fine_tunes_under_a_new_recipe(tmp_path):
+    first = train(compose_config("train", tiny_train_overrides(tmp_path / "linear", "ddpm", steps=2)))["last_checkpoint"]
+    saved = Path(first).read_bytes()
+    resumed = train(compose_config("train", [*tiny_train_overrides(tmp_path / "resumed", "ddpm", steps=2),
+                                             "trainer.max_epochs=2", f"ckpt_path={first}"]))
+    assert torch.load(resumed["last_checkpoint"], weights_only=True)["global_step"] == 4  # continued from step 2
+    tuned = train(compose_config("train", [*tiny_train_overrides(tmp_path / "cosine", "ddpm", steps=2),
+                                           "diffusion=cosine", f"init_from={first}"]))
+    raw = torch.load(tuned["last_checkpoint"], weights_only=True)
+    assert raw["global_step"] == 2 and raw["hyper_parameters"]["schedule"]["kind"] == "cosine"  # a fresh run
+    assert Path(first).read_bytes() == saved

@@ -6,22 +6,41 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from guidelab.apps.config import ConfigError, ensure_writable
+from guidelab.apps.errors import app_failures
 from guidelab.evaluation.plots import plot_quality_diversity
 from guidelab.evaluation.report import print_table
 from guidelab.evaluation.result import METRICS
 
 
+def read_report(path: Path) -> dict:
+    """One job's quality_diversity.json, refusing (with the file's name) one that is damaged or of another kind."""
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}); re-run the sweep that wrote it, or move it out of "
+                          "the folder") from err
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) and "scale" in row for row in rows):
+        raise ConfigError(f"{path} is not a guidelab-sweep report (expected {{'rows': [{{'scale': ..., ...}}, ...]}}); "
+                          "re-run the sweep that wrote it, or move it out of the folder")
+    return doc
+
+
 def collect(root: Path) -> list[tuple[Path, dict]]:
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder: point guidelab-aggregate at a guidelab-sweep multirun dir")
     files = sorted(root.rglob("quality_diversity.json"))
     files = [f for f in files if f.name == "quality_diversity.json" and f.parent != root]
     if not files:
-        raise SystemExit(f"no quality_diversity.json under {root}: point guidelab-aggregate at a guidelab-sweep "
-                         "multirun dir (or a folder of sweep run dirs)")
-    return [(f, json.loads(f.read_text())) for f in files]
+        raise ConfigError(f"no quality_diversity.json under {root}: point guidelab-aggregate at a guidelab-sweep "
+                          "multirun dir (or a folder of sweep run dirs)")
+    return [(f, read_report(f)) for f in files]
 
 
 def aggregate(documents: list[dict]) -> list[dict]:
@@ -49,10 +68,13 @@ def log_aggregate_to_wandb(rows: list[dict], png: Path, group: str, save_dir: Pa
     try:
         import wandb
 
-        from guidelab.apps.loggers import wandb_has_key
+        from guidelab.apps.loggers import AGGREGATE_INIT_TIMEOUT_S, wandb_has_key, wandb_online_possible
 
+        online = wandb_has_key() and os.environ.get("WANDB_MODE") not in ("offline", "dryrun") and wandb_online_possible()
         run = wandb.init(project="guidelab", group=group, job_type="aggregate", name=f"aggregate[{group}]",
-                         dir=str(save_dir), mode="online" if wandb_has_key() else "offline")
+                         dir=str(save_dir), mode="online" if online else "offline",
+                         settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT") or
+                                                                     AGGREGATE_INIT_TIMEOUT_S)))
         columns = list(rows[0])
         table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
         run.log({"aggregate/table": table, "aggregate/curves": wandb.Image(str(png))})
@@ -67,6 +89,7 @@ def run_aggregate(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-wandb", action="store_true", help="only write files")
     args = parser.parse_args(argv)
     found = collect(args.root)
+    ensure_writable(args.root, fix="make it writable, or copy the multirun dir to a writable place")
     rows = aggregate([doc for _, doc in found])
     out = {"runs": [str(path) for path, _ in found], "rows": rows}
     (args.root / "aggregate.json").write_text(json.dumps(out, indent=2))
@@ -80,7 +103,8 @@ def run_aggregate(argv: list[str] | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_aggregate(argv)
+    with app_failures("guidelab-aggregate"):
+        run_aggregate(argv)
 
 
 if __name__ == "__main__":

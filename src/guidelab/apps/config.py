@@ -47,10 +47,21 @@ def instantiate(node, **kwargs):
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
+        while isinstance(cause, InstantiationException):  # a target that instantiates its own parts (the net)
+            cause = cause.__cause__
         if isinstance(cause, ValueError):
             target = node.get("_target_", "?") if hasattr(node, "get") else "?"
             raise ConfigError(f"invalid config for {target}: {cause}") from cause
         raise
+
+
+def read_data_shape(cfg: DictConfig, datamodule) -> tuple[list[int], int]:
+    """The data's image shape and class count; a data module that cannot tell (no class folders, ...) is a
+    config problem of `data`."""
+    try:
+        return list(datamodule.image_shape), datamodule.num_classes
+    except ValueError as err:
+        raise ConfigError(f"data ({cfg.data._target_}): {err}") from err
 
 
 def discard_failed_run_dir(output_dir: str | Path, keep=("checkpoints", "quality_diversity.json")) -> bool:
@@ -65,7 +76,8 @@ def discard_failed_run_dir(output_dir: str | Path, keep=("checkpoints", "quality
     return True
 
 
-def ensure_writable(output_dir: str | Path) -> Path:
+def ensure_writable(output_dir: str | Path,
+                    fix: str = "point paths.log_dir (or paths.output_dir / hydra.run.dir) at a writable folder") -> Path:
     """Fail at once, naming the folder and the fix, if the run dir cannot be written."""
     output_dir = Path(output_dir)
     try:
@@ -75,8 +87,7 @@ def ensure_writable(output_dir: str | Path) -> Path:
         probe.unlink()
     except OSError as err:
         raise ConfigError(
-            f"output dir {output_dir} is not writable ({err.strerror or err}); point paths.log_dir "
-            "(or paths.output_dir / hydra.run.dir) at a writable folder"
+            f"output dir {output_dir} is not writable ({err.strerror or err}); {fix}"
         ) from err
     return output_dir
 

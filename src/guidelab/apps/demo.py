@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from guidelab.apps.config import compose_config, route_overrides
+from guidelab.apps.errors import app_failures
 from guidelab.apps.sweep import run_sweep
 from guidelab.apps.train import train
 from guidelab.evaluation.report import print_table
@@ -64,7 +65,8 @@ def run_demo(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_demo(argv)
+    with app_failures("guidelab-demo"):
+        run_demo(argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Experiment loggers from the `logger` group; W&B goes offline by itself when no API key is configured."""
+"""Experiment loggers from the `logger` group. W&B never blocks or loses training: it goes offline by itself
+when no API key is configured or its server cannot be reached, its start-up is bounded (`init_timeout`),
+and the offline fallback is a real offline run that does not touch the network."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 WANDB_ID_FILE = "wandb_id.txt"
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
+REACHABILITY_TIMEOUT_S = 5.0
+AGGREGATE_INIT_TIMEOUT_S = 30.0  # guidelab-aggregate has no Hydra config; the apps' is logger.wandb.init_timeout
 
 
 def wandb_has_key() -> bool:
@@ -23,6 +28,56 @@ def wandb_has_key() -> bool:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
+
+
+def wandb_server_reachable(timeout: float = REACHABILITY_TIMEOUT_S) -> bool:
+    """Whether the W&B server (WANDB_BASE_URL) answers an HTTP request within `timeout` seconds; any HTTP status
+    counts as an answer. Goes through HTTP(S)_PROXY like wandb does."""
+    import urllib.error
+    import urllib.request
+
+    url = os.environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # refused, no route, DNS, timeout, TLS; a malformed URL
+        return False
+
+
+def wandb_online_possible() -> bool:
+    """False, with a warning, when the W&B server cannot be reached: the run then logs offline at once."""
+    if wandb_server_reachable():
+        return True
+    warnings.warn(f"W&B server {os.environ.get('WANDB_BASE_URL') or DEFAULT_WANDB_URL} cannot be reached; "
+                  "logging offline instead (sync later with `wandb sync`)", RuntimeWarning, stacklevel=3)
+    return False
+
+
+def make_wandb_logger(conf: dict, init_timeout: float) -> WandbLogger:
+    """The configured WandbLogger, with a bounded start-up; mode="offline" is passed to wandb.init itself, since
+    wandb keeps the mode it read when it first set up in this process."""
+    import wandb
+
+    conf = dict(conf)
+    target = hydra.utils.get_class(conf.pop("_target_"))
+    if conf.get("offline"):
+        conf["mode"] = "offline"
+    return target(**conf, settings=wandb.Settings(init_timeout=init_timeout))
+
+
+def stop_wandb_service() -> None:
+    """End wandb's background service (a fresh one starts with the next run), dropping what it still retries."""
+    import wandb
+
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+
+        opentelemetry_proxy.disable()  # wandb's own usage telemetry would go on posting to the silent server
+        wandb.teardown(exit_code=1)
+    except Exception as err:  # never let the dashboard's cleanup end training
+        warnings.warn(f"W&B service did not stop cleanly: {err!r}", RuntimeWarning, stacklevel=2)
 
 
 def multirun_context() -> dict:
@@ -45,8 +100,13 @@ def make_loggers(cfg: DictConfig, output_dir: str | Path, resume_id: str | None 
     for name, conf in (cfg.get("logger") or {}).items():
         conf = OmegaConf.to_container(conf, resolve=True)
         if conf["_target_"].endswith("WandbLogger"):
+            # WANDB_INIT_TIMEOUT, wandb's own variable, overrides the config's init_timeout
+            init_timeout = float(os.environ.get("WANDB_INIT_TIMEOUT") or conf.pop("init_timeout"))
+            conf.pop("init_timeout", None)
             if conf.get("offline") == "auto":
-                conf["offline"] = not wandb_has_key()
+                conf["offline"] = not wandb_has_key() or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+            if not conf["offline"] and rank_zero_only.rank == 0:
+                conf["offline"] = not wandb_online_possible()
             context = multirun_context()
             conf["group"] = conf.get("group") or context.get("group")
             if context.get("name"):
@@ -56,13 +116,15 @@ def make_loggers(cfg: DictConfig, output_dir: str | Path, resume_id: str | None 
             if run_id:
                 conf.update(id=run_id, resume="allow")
             os.environ.setdefault("WANDB_SILENT", "true")
-            logger = hydra.utils.instantiate(conf)
+            logger = make_wandb_logger(conf, init_timeout)
             if rank_zero_only.rank == 0:
                 try:
                     run_id_now = logger.experiment.id
-                except Exception as err:  # e.g. a key but no network: keep training, log offline
-                    warnings.warn(f"W&B could not start online ({err}); logging offline instead", stacklevel=2)
-                    logger = hydra.utils.instantiate({**conf, "offline": True})
+                except Exception as err:  # e.g. a key, a route, but no answer within init_timeout: log offline
+                    warnings.warn(f"W&B could not start online within {init_timeout:.0f} s ({err}); logging offline "
+                                  "instead (sync later with `wandb sync`)", RuntimeWarning, stacklevel=2)
+                    stop_wandb_service()  # else it keeps retrying the failed online run until the process exits
+                    logger = make_wandb_logger({**conf, "offline": True}, init_timeout)
                     run_id_now = logger.experiment.id
                 id_file.parent.mkdir(parents=True, exist_ok=True)
                 id_file.write_text(run_id_now)

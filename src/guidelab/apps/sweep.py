@@ -10,7 +10,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_PATH, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
+from guidelab.apps.config import CONFIG_PATH, ConfigError, ensure_writable, instantiate, print_config_tree, read_data_shape
+from guidelab.apps.errors import app_failures, mark_work_started
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
@@ -34,7 +35,7 @@ def load_and_check(cfg: DictConfig, datamodule):
         classifier = load_module(cfg.classifier_checkpoint, "classifier")
         check_compatible(ddpm, classifier, keys=("schedule", "image_shape"))
         check_compatible(classifier, eval_classifier, keys=("image_shape", "num_classes"))
-    data_shape = list(datamodule.image_shape)
+    data_shape, _ = read_data_shape(cfg, datamodule)
     if data_shape != ddpm.meta["image_shape"]:
         raise CheckpointError(f"image_shape: ddpm ({cfg.ddpm_checkpoint}) has {ddpm.meta['image_shape']}, "
                               f"data {cfg.data._target_} has {data_shape}")
@@ -44,18 +45,32 @@ def load_and_check(cfg: DictConfig, datamodule):
     return ddpm, classifier, eval_classifier
 
 
+def guidance_settings(cfg: DictConfig, guidance: str, T: int) -> SweepSettings:
+    """SweepSettings from cfg.guidance; a bad value is a ConfigError naming its guidance.* key."""
+    for index, value in enumerate(cfg.guidance.get("scales") or []):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"guidance.scales[{index}]={value!r} is not a number; pass numbers, e.g. "
+                              "guidance.scales=[0,1,2,4]")
+    try:
+        settings = SweepSettings(**OmegaConf.to_container(cfg.guidance, resolve=True), guidance=guidance)
+        settings.check_steps(T)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid guidance config (guidance.*): {err}") from err
+    return settings
+
+
 def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
     datamodule = instantiate(cfg.data)
     ddpm, classifier, eval_classifier = load_and_check(cfg, datamodule)
     guidance = "cfg" if classifier is None else "classifier"
-    settings = SweepSettings(**OmegaConf.to_container(cfg.guidance, resolve=True), guidance=guidance)
-    settings.check_steps(ddpm.schedule.T)
+    settings = guidance_settings(cfg, guidance, ddpm.schedule.T)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     pl.seed_everything(cfg.seed)
     output_dir = ensure_writable(cfg.paths.output_dir)
     loggers = make_loggers(cfg, output_dir)
+    mark_work_started(output_dir)
     try:
         metrics = metrics_with_real_set(
             eval_classifier, datamodule, datamodule.num_classes, features=cfg.metrics.features,
@@ -81,12 +96,9 @@ def run_sweep(cfg: DictConfig):
 @hydra.main(config_path=CONFIG_PATH, config_name="sweep", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
-    try:
+    with app_failures("guidelab-sweep", output_dir):
         print_config_tree(cfg, output_dir / "config_resolved.yaml")
         result, paths = run_sweep(cfg)
-    except Exception:
-        discard_failed_run_dir(output_dir)
-        raise
     print_table(result.rows)
     print(f"quality_diversity.json: {paths['quality_diversity.json']}")
 

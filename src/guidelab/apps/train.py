@@ -13,9 +13,10 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_PATH, discard_failed_run_dir, ensure_writable, instantiate, print_config_tree
+from guidelab.apps.config import CONFIG_PATH, ensure_writable, instantiate, print_config_tree, read_data_shape
+from guidelab.apps.errors import MarkWorkStarted, app_failures
 from guidelab.apps.loggers import finish_wandb, make_loggers
-from guidelab.apps.resume import resolve_resume
+from guidelab.apps.resume import resume_or_init
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
@@ -32,18 +33,19 @@ def train(cfg: DictConfig) -> dict:
     output_dir = ensure_writable(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
+    image_shape, num_classes = read_data_shape(cfg, datamodule)
     module = instantiate(
         cfg.task.module,
         net=OmegaConf.to_container(cfg.net, resolve=True),
         schedule=OmegaConf.to_container(cfg.diffusion, resolve=True),
-        image_shape=list(datamodule.image_shape),
-        num_classes=datamodule.num_classes,
+        image_shape=image_shape,
+        num_classes=num_classes,
         _recursive_=False,
     )
-    ckpt_path, resume_id = resolve_resume(cfg, output_dir)
+    ckpt_path, resume_id = resume_or_init(cfg, output_dir, module)
     loggers = make_loggers(cfg, output_dir, resume_id)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg, bool(loggers)),
-                                      default_root_dir=str(output_dir))
+    callbacks = [*build_callbacks(cfg, bool(loggers)), MarkWorkStarted(output_dir)]
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(output_dir))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
@@ -58,12 +60,9 @@ def train(cfg: DictConfig) -> dict:
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
-    try:
+    with app_failures("guidelab-train", output_dir):
         print_config_tree(cfg, output_dir / "config_resolved.yaml")
         result = train(cfg)
-    except Exception:
-        discard_failed_run_dir(output_dir)
-        raise
     print(f"checkpoints: {result['last_checkpoint']}")
     return result["metrics"].get(cfg.task.monitor)
 

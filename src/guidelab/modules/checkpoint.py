@@ -21,22 +21,50 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, corrupt, unsafe, of the wrong kind or incompatible."""
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+PICKLE_MAGIC = b"\x80"  # torch.save's legacy format starts with a pickle protocol opcode
+
+
+def _refusal(path: Path, err: Exception) -> CheckpointError:
+    """Tell an unsafe file (a pickle naming code to import) from a damaged or foreign one."""
+    text = str(err)
+    unsafe = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), None)
+    if isinstance(err, pickle.UnpicklingError) and unsafe:
+        return CheckpointError(
+            f"{path} is unsafe: torch.load(weights_only=True) refused it because it names code to import "
+            f"({unsafe}), which could run when loaded. Only load it if you trust its source, and re-save it "
+            "with guidelab-train."
+        )
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        return CheckpointError(f"{path} is empty (0 bytes): an interrupted copy or save; copy the .ckpt again")
+    if head.startswith(ZIP_MAGIC):
+        return CheckpointError(
+            f"{path} is truncated or corrupted (its zip archive cannot be read: {text.splitlines()[0][:120]}); "
+            "copy the .ckpt again or use an earlier checkpoint"
+        )
+    if not head.startswith(PICKLE_MAGIC):
+        return CheckpointError(f"{path} is not a checkpoint file (it does not start like a torch.save file); "
+                               "pass the .ckpt written by guidelab-train")
+    return CheckpointError(f"{path} is corrupted and cannot be read ({text.splitlines()[0][:120] if text else type(err).__name__}); "
+                           "copy the .ckpt again or use an earlier checkpoint")
+
+
 def read_checkpoint(path) -> dict:
-    """torch.load with weights_only=True, turning every failure into a CheckpointError that says what to do."""
+    """torch.load with weights_only=True, turning every failure into a CheckpointError that says what to do:
+    missing, empty, truncated, corrupted, not a checkpoint, unsafe (names code to import), or foreign
+    (a torch file that guidelab-train did not write)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (pass the .ckpt written by guidelab-train)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path} was refused by torch.load(weights_only=True): it holds objects other than tensors and plain "
-            f"containers, which could run code when loaded. Re-save it with guidelab-train. ({str(err).splitlines()[0]})"
-        ) from err
     except Exception as err:  # torch raises many types for damaged files
-        raise CheckpointError(f"{path} is corrupted or truncated and cannot be read: {err}") from err
+        raise _refusal(path, err) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise CheckpointError(f"{path} is not a guidelab checkpoint (no state_dict / hyper_parameters)")
+        raise CheckpointError(f"{path} is not a guidelab checkpoint (no state_dict / hyper_parameters); "
+                              "pass the .ckpt written by guidelab-train")
     kind = ckpt["hyper_parameters"].get("kind")
     if kind not in MODULES:
         raise CheckpointError(f"{path} is not a guidelab checkpoint: unknown kind {kind!r} (expected one of {sorted(MODULES)})")
@@ -92,3 +120,20 @@ def check_compatible(reference, other, *, keys=("schedule", "image_shape", "num_
             problems.append(f"{key}: {ref_name} has {a!r}, {oth_name} has {b!r}")
     if problems:
         raise CheckpointError("incompatible checkpoints:\n  " + "\n  ".join(problems))
+
+
+# hyperparameters that change how a run executes, not what it trains: a resume may change them
+RUNTIME_HPARAMS = frozenset({"compile", "channels_last"})
+
+
+def recipe_differences(saved: dict, current: dict, saved_name: str, current_name: str) -> list[str]:
+    """Every hyperparameter (nested keys spelled out) on which a checkpoint's recipe and the current one
+    differ, naming both sides; keys only one side has (another guidelab version) are not compared."""
+    problems = []
+    for key in sorted(set(saved) & set(current) - RUNTIME_HPARAMS):
+        a, b = saved[key], current[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            problems += [f"{key}.{problem}" for problem in recipe_differences(a, b, saved_name, current_name)]
+        elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
+            problems.append(f"{key}: {saved_name} has {a!r}, {current_name} has {b!r}")
+    return problems

@@ -22,11 +22,48 @@ from .layers import (
 __all__ = ["UNet", "Encoder"]
 
 
+DEFAULT_ATTENTION_DOWNSAMPLE = (2,)  # the CIFAR-10 preset's 16x16 maps at 32x32, and 4x4 at 8x8 digits
+
+
+def attention_sizes(image_size: int, resolutions: list[int], attention_resolutions, attention_downsample) -> set[int]:
+    """The feature-map sizes that get attention, checked against the sizes that occur (`resolutions`)."""
+    if attention_resolutions is not None and attention_downsample is not None:
+        raise ValueError(
+            f"give net.attention_resolutions (feature-map sizes, here {list(attention_resolutions)}) or "
+            f"net.attention_downsample (factors of the image size, here {list(attention_downsample)}), not both; "
+            "set the other to null"
+        )
+    if attention_resolutions is not None:
+        sizes = set(as_int_tuple(attention_resolutions, "attention_resolutions"))
+        unreachable = sorted(sizes - set(resolutions))
+        if unreachable:
+            fits = [size for size in resolutions if size < image_size] or resolutions[-1:]
+            raise ValueError(
+                f"net.attention_resolutions={sorted(sizes)}: feature maps of size {unreachable} never occur for "
+                f"{image_size}x{image_size} images (they are {resolutions}); override net.attention_resolutions=[{fits[0]}] "
+                f"(or [] for none), or use net.attention_downsample=[2], which follows the image size"
+            )
+        return sizes
+    factors = as_int_tuple(DEFAULT_ATTENTION_DOWNSAMPLE if attention_downsample is None else attention_downsample,
+                           "attention_downsample")
+    unreachable = sorted(f for f in factors if f < 1 or image_size % f or image_size // f not in resolutions)
+    if unreachable:
+        valid = [image_size // size for size in resolutions]
+        raise ValueError(
+            f"net.attention_downsample={list(factors)}: factors {unreachable} give no feature map for "
+            f"{image_size}x{image_size} images (the net downsamples by {valid}); override net.attention_downsample "
+            f"with factors from {valid} (or [] for none)"
+        )
+    return {image_size // factor for factor in factors}
+
+
 class Encoder(nn.Module):
     """Time embedding, input conv, down path and middle block (ResBlock, attention, ResBlock).
 
     `forward(x, t)` returns (h, emb, skips): the middle-block output, the timestep embedding and the
-    activations the UNet decoder concatenates back in. `attention_resolutions` are feature-map sizes.
+    activations the UNet decoder concatenates back in. Attention goes where the feature maps are
+    `image_size // d` for each d in `attention_downsample` (ADM's "attention_ds", so a config follows the
+    data's image size), or at the absolute feature-map sizes `attention_resolutions` (give one of the two).
     """
 
     def __init__(
@@ -37,14 +74,14 @@ class Encoder(nn.Module):
         base_channels: int,
         channel_mult,
         num_res_blocks: int,
-        attention_resolutions,
+        attention_resolutions=None,
+        attention_downsample=None,
         num_heads: int,
         dropout: float,
         groups: int,
     ):
         super().__init__()
         channel_mult = as_int_tuple(channel_mult, "channel_mult")
-        attention_resolutions = set(as_int_tuple(attention_resolutions, "attention_resolutions"))
         if not channel_mult or min(channel_mult) < 1:
             raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {channel_mult}")
         if num_res_blocks < 1 or base_channels < 1 or in_channels < 1:
@@ -53,11 +90,7 @@ class Encoder(nn.Module):
         if image_size % self.factor:
             raise ValueError(f"image_size {image_size} is not divisible by 2**(len(channel_mult)-1) = {self.factor}")
         self.resolutions = [image_size // 2**i for i in range(len(channel_mult))]
-        unreachable = attention_resolutions - set(self.resolutions)
-        if unreachable:
-            raise ValueError(
-                f"attention_resolutions {sorted(unreachable)} never occur; feature maps are {self.resolutions}"
-            )
+        attention_resolutions = attention_sizes(image_size, self.resolutions, attention_resolutions, attention_downsample)
         self.in_channels = in_channels
         self.channel_mult = channel_mult
         self.attention_resolutions = attention_resolutions
@@ -120,7 +153,8 @@ class UNet(nn.Module):
         base_channels: int = 128,
         channel_mult=(1, 2, 2, 2),
         num_res_blocks: int = 2,
-        attention_resolutions=(16,),
+        attention_resolutions=None,
+        attention_downsample=None,
         num_heads: int = 4,
         dropout: float = 0.1,
         groups: int = 32,
@@ -140,6 +174,7 @@ class UNet(nn.Module):
             channel_mult=channel_mult,
             num_res_blocks=num_res_blocks,
             attention_resolutions=attention_resolutions,
+            attention_downsample=attention_downsample,
             num_heads=num_heads,
             dropout=dropout,
             groups=groups,
