@@ -36,7 +36,7 @@ def test_digits_metadata_before_setup():
 
 def test_digits_range_and_labels():
     full = DigitsDataModule().load_full_dataset()
-    x, y = full.tensors
+    x, y = full.images, full.labels
     assert x.shape == (N_DIGITS, 1, 8, 8) and x.dtype == torch.float32
     assert x.min().item() == -1.0 and x.max().item() == 1.0
     assert y.dtype == torch.int64 and set(y.tolist()) == set(range(10))
