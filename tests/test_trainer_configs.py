@@ -120,3 +120,34 @@ def test_gradient_clipping_bounds_the_update(tmp_path, clip_spy):
     train(cfg)
     assert clip_spy and all(before > 1e-3 and after == pytest.approx(1e-3, rel=1e-3)
                             for _, after, before in clip_spy)
+
+
+@pytest.mark.slow
+def test_compile_and_channels_last_apply_in_place(tmp_path, monkeypatch):
+    """Forced on (what "auto" picks on CUDA): the net is compiled in place, so checkpoints keep the plain
+    net's keys and load without compile. Dynamo with the aot_eager backend here: inductor's C++ build
+    takes many minutes on 2 shared cores, and the GPU tests run the real thing."""
+    modes = []
+    original = torch.nn.Module.compile
+
+    def compile_without_inductor(self, *args, mode=None, **kwargs):
+        modes.append(mode)
+        return original(self, backend="aot_eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_without_inductor)
+    cfg = compose_config("train", [*on_cpu(["trainer=gpu"], "unet", 1, tmp_path), "task.module.compile=true",
+                                   "task.module.channels_last=true"])
+    result = train(cfg)
+    assert modes == ["default"]
+    raw = torch.load(result["last_checkpoint"], weights_only=True)
+    assert raw["global_step"] == STEPS and not any("_orig_mod" in k for k in raw["state_dict"])
+    module = load_module(result["last_checkpoint"])
+    assert module(torch.randn(2, 1, 8, 8), torch.tensor([1, 500])).shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("value", ["sometimes", 3])
+def test_bad_fast_path_values_fail_before_training(value, tmp_path):
+    cfg = compose_config("train", [*on_cpu(["trainer=cpu"], "unet", 1, tmp_path), f"task.module.compile={value}"])
+    with pytest.raises(ValueError, match="compile must be"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()

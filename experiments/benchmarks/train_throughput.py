@@ -14,6 +14,7 @@ both ends; random data; bf16 autocast; fused AdamW; batch 128 by default):
                                          bar, checkpoint callbacks incl. the step checkpoint), compile and
                                          channels_last off
   ours_train_fast                        the same with the config's defaults (compile/channels_last: auto)
+  ours_train_fast_ddp1                   ours_train_fast under trainer=ddp with devices=1: DDP's own overhead
 
 One JSON line per figure, then a table. diffusers is the optional extra `bench`
 (`pip install 'guidelab[bench]'`), never a runtime dependency: without it the diffusers rows are skipped
@@ -124,10 +125,10 @@ class StepTimer(pl.Callback):
 
 
 def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, compile_mode: str | None,
-                  extra: list[str], out: Path, profile: bool = False) -> float:
+                  extra: list[str], out: Path, profile: bool = False, trainer: str = "gpu") -> float:
     size = 8 if quick else 32
     overrides = [
-        "experiment=cifar10_ddpm", "trainer=gpu", "data=synthetic", "logger=csv", f"paths.output_dir={out}",
+        "experiment=cifar10_ddpm", f"trainer={trainer}", "trainer.devices=1", "data=synthetic", "logger=csv", f"paths.output_dir={out}",
         f"data.batch_size={batch}", f"data.image_size={size}", f"data.num_samples={batch * (warmup + steps + 2) * 2}",
         f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1", "trainer.enable_model_summary=false",
         "+callbacks.timer._target_=__main__.StepTimer", f"+callbacks.timer.warmup={warmup}",
@@ -154,6 +155,16 @@ def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, 
 
 
 # ---------------------------------------------------------------------------------- main
+def use_backend(backend: str) -> None:
+    """Every nn.Module.compile in this process (ours in the module's setup included) uses `backend`."""
+    original = torch.nn.Module.compile
+
+    def compile_with(self, *args, mode=None, **kwargs):
+        return original(self, backend=backend)
+
+    torch.nn.Module.compile = compile_with
+
+
 def versions(device: torch.device) -> dict:
     info = {"torch": torch.__version__, "pytorch_lightning": pl.__version__, "python": platform.python_version(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
@@ -174,6 +185,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 40; --quick 5)")
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                         help="torch.compile mode for the compiled rows and ours_train_fast")
+    parser.add_argument("--compile-backend", default=None,
+                        help="torch.compile backend (default inductor; --quick: aot_eager, since inductor's C++ build "
+                             "of even a tiny net takes minutes on a small CPU)")
     parser.add_argument("--only", nargs="*", default=None, help="figure names to run (default: all)")
     parser.add_argument("--train-override", action="append", default=[],
                         help="extra Hydra override for the guidelab-train rows (repeatable), e.g. trainer.benchmark=false")
@@ -187,11 +201,14 @@ def main(argv=None) -> list[dict]:
     device = torch.device("cpu" if quick or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not quick:
         parser.error("no CUDA device: the default mode is the GPU benchmark; use --quick on a CPU")
+    backend = args.compile_backend or ("aot_eager" if quick else "inductor")
+    if backend != "inductor":
+        use_backend(backend)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     info = versions(device)
     print(json.dumps({"setup": info, "batch": batch, "warmup": warmup, "steps": steps,
-                      "compile_mode": args.compile_mode}), flush=True)
+                      "compile_mode": args.compile_mode, "compile_backend": backend}), flush=True)
 
     size = 8 if quick else 32
     ours, theirs = our_net(quick), diffusers_net(quick)
@@ -236,11 +253,11 @@ def main(argv=None) -> list[dict]:
     record("ours_plain_eager", lambda: plain(lambda: our_net(quick), call_ours, False))
     record("ours_plain_compiled", lambda: plain(lambda: our_net(quick), call_ours, True))
     with tempfile.TemporaryDirectory() as tmp:
-        for fast in (False, True):
-            name = "ours_train_fast" if fast else "ours_train_eager"
-            record(name, lambda fast=fast, name=name: through_train(
+        for name, fast, trainer in (("ours_train_eager", False, "gpu"), ("ours_train_fast", True, "gpu"),
+                                    ("ours_train_fast_ddp1", True, "ddp")):
+            record(name, lambda fast=fast, name=name, trainer=trainer: through_train(
                 fast, quick, batch, warmup, steps, args.compile_mode, args.train_override, Path(tmp) / name,
-                profile=args.profile and fast))
+                profile=args.profile and name == "ours_train_fast", trainer=trainer))
 
     by_name = {r["figure"]: r["images_per_s"] for r in rows}
     print(f"\n{'figure':<22}{'images/s':>12}   ({info['device']}, torch {info['torch']}, batch {batch})")
