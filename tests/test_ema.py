@@ -117,3 +117,18 @@ def test_resume_restores_raw_weights_ema_and_count(tmp_path):
 def test_bad_decay_is_refused(decay):
     with pytest.raises(ValueError, match="decay"):
         FusedEMA(decay=decay)
+
+
+def test_progress_bar_reads_metrics_only_every_n_steps(monkeypatch):
+    """Reading the bar's metrics syncs with the device: RichProgressBarEveryN does it every N train steps."""
+    from guidelab.callbacks import RichProgressBarEveryN
+
+    reads = []
+    monkeypatch.setattr(RichProgressBarEveryN, "get_metrics",
+                        lambda self, trainer, pl_module: reads.append((trainer.global_step, trainer.training)) or {})
+    pl.seed_everything(0)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=6, limit_train_batches=6, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False,
+                         callbacks=[RichProgressBarEveryN(metrics_every_n_steps=3)])
+    trainer.fit(tiny_module(), datamodule=DigitsDataModule(batch_size=16))
+    assert sorted({step for step, training in reads if training}) == [3, 6]

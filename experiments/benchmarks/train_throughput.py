@@ -3,7 +3,7 @@
     python experiments/benchmarks/train_throughput.py                 # one GPU, ~3-4 minutes on an H200
     python experiments/benchmarks/train_throughput.py --quick         # CPU, tiny nets, < 2 minutes
     python experiments/benchmarks/train_throughput.py --compile-mode max-autotune-no-cudagraphs
-    python experiments/benchmarks/train_throughput.py --quick --profile   # torch.profiler over the Lightning step
+    python experiments/benchmarks/train_throughput.py --quick --profile --only ours_train_eager   # host overheads
 
 Figures (images/s, measured after warm-up over a fixed number of optimizer steps, with a device sync at
 both ends; random data; bf16 autocast; fused AdamW; batch 128 by default):
@@ -191,7 +191,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--only", nargs="*", default=None, help="figure names to run (default: all)")
     parser.add_argument("--train-override", action="append", default=[],
                         help="extra Hydra override for the guidelab-train rows (repeatable), e.g. trainer.benchmark=false")
-    parser.add_argument("--profile", action="store_true", help="torch.profiler table of the ours_train_fast run")
+    parser.add_argument("--profile", action="store_true",
+                        help="torch.profiler table (by self CPU time) of the ours_train_eager run: host-side overheads")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -257,7 +258,7 @@ def main(argv=None) -> list[dict]:
                                     ("ours_train_fast_ddp1", True, "ddp")):
             record(name, lambda fast=fast, name=name, trainer=trainer: through_train(
                 fast, quick, batch, warmup, steps, args.compile_mode, args.train_override, Path(tmp) / name,
-                profile=args.profile and name == "ours_train_fast", trainer=trainer))
+                profile=args.profile and name == "ours_train_eager", trainer=trainer))
 
     by_name = {r["figure"]: r["images_per_s"] for r in rows}
     print(f"\n{'figure':<22}{'images/s':>12}   ({info['device']}, torch {info['torch']}, batch {batch})")

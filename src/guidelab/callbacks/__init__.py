@@ -2,5 +2,6 @@
 
 from .ema import FusedEMA
 from .guided_sampling import GuidedSamplingCallback
+from .progress import RichProgressBarEveryN
 
-__all__ = ["FusedEMA", "GuidedSamplingCallback"]
+__all__ = ["FusedEMA", "GuidedSamplingCallback", "RichProgressBarEveryN"]
