@@ -17,7 +17,8 @@ def _needs_cuda():
 
 
 def gpu_overrides(out, steps: int) -> list[str]:
-    return ["trainer=gpu", "logger=csv", f"paths.output_dir={out}", f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
+    return ["trainer=gpu", "trainer.devices=1", "logger=csv", f"paths.output_dir={out}", f"trainer.max_steps={steps}",
+            "trainer.max_epochs=-1",
             "+trainer.limit_val_batches=2", "trainer.check_val_every_n_epoch=1", "trainer.enable_model_summary=false"]
 
 

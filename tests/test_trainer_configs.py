@@ -151,3 +151,12 @@ def test_bad_fast_path_values_fail_before_training(value, tmp_path):
     with pytest.raises(ValueError, match="compile must be"):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("experiment", ["cifar10_ddpm", "cifar10_classifier", "cifar10_eval_classifier"])
+def test_cifar10_experiments_on_one_gpu_take_one_device(experiment, tmp_path):
+    """`experiment=cifar10_* trainer=gpu` (the README's one-GPU line) must not keep the 8-GPU device count."""
+    cfg = compose_config("train", [f"experiment={experiment}", "trainer=gpu", f"paths.output_dir={tmp_path}"])
+    assert cfg.trainer.devices == 1 and cfg.trainer.get("strategy") is None
+    assert compose_config("train", [f"experiment={experiment}", "trainer=ddp", f"paths.output_dir={tmp_path}"]
+                          ).trainer.devices == 8
