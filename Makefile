@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow demo clean
+.PHONY: install test test-slow test-gpu demo clean
 
 install: $(BIN)/guidelab-train
 
@@ -17,7 +17,10 @@ test: install
 	$(BIN)/pytest -q
 
 test-slow: install
-	$(BIN)/pytest -q -m slow || [ $$? -eq 5 ]  # 5: no slow tests selected
+	$(BIN)/pytest -q -m 'slow and not gpu' || [ $$? -eq 5 ]  # 5: no slow tests selected
+
+test-gpu: install
+	$(BIN)/pytest -q -m gpu  # the CUDA tests (tests/test_gpu.py); needs a GPU
 
 demo: install
 	$(BIN)/guidelab-demo

@@ -36,7 +36,7 @@ def test_digits_metadata_before_setup():
 
 def test_digits_range_and_labels():
     full = DigitsDataModule().load_full_dataset()
-    x, y = full.tensors
+    x, y = full.images, full.labels
     assert x.shape == (N_DIGITS, 1, 8, 8) and x.dtype == torch.float32
     assert x.min().item() == -1.0 and x.max().item() == 1.0
     assert y.dtype == torch.int64 and set(y.tolist()) == set(range(10))
@@ -247,3 +247,38 @@ def test_image_folder_without_images(tmp_path):
     with pytest.raises(ValueError, match="no readable image files") as info:
         ImageFolderDataModule(root=tmp_path).setup()
     assert str(tmp_path) in str(info.value) and "<class_name>" in str(info.value)
+
+
+# --- tensor caches ---------------------------------------------------------------------------
+
+
+def test_image_folder_cache_matches_per_item_decoding(tmp_path):
+    """The uint8 cache (decoded once) gives the PIL-per-item pipeline's images to within rounding."""
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (20, 26, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
+    kwargs = dict(root=root, image_size=12, val_fraction=0.5, batch_size=3)
+    cached, per_item = ImageFolderDataModule(**kwargs), ImageFolderDataModule(in_memory=False, **kwargs)
+    xc, yc = cached.real_images(4, split="train")
+    xp, yp = per_item.real_images(4, split="train")
+    assert torch.equal(yc, yp) and xc.shape == xp.shape == (4, 3, 12, 12)
+    assert (xc - xp).abs().max() <= 2.5 / 255 * 2  # resizing uint8 vs float: within ~2 grey levels
+    batch = next(iter(cached.train_dataloader()))
+    assert batch[0].shape == (3, 3, 12, 12) and batch[0].dtype == torch.float32
+
+
+def test_tensor_cache_flips_each_image_independently():
+    from guidelab.data.tensor_cache import TensorImageDataset
+
+    ramp = torch.arange(4, dtype=torch.uint8).repeat(64, 1, 4, 1) * 80  # [64, 1, 4, 4], increasing left to right
+    dataset = TensorImageDataset(ramp, torch.zeros(64), random_flip=True)
+    torch.manual_seed(0)
+    x, _ = dataset.__getitems__(list(range(64)))
+    flipped = x[:, 0, 0, 0] > x[:, 0, 0, -1]
+    assert 10 < int(flipped.sum()) < 54  # some flipped, some not: per image, not per batch
+    plain = dataset.without_flip().__getitems__(list(range(64)))[0]
+    assert torch.equal(x[~flipped], plain[~flipped]) and torch.equal(x[flipped], plain[flipped].flip(-1))
+    assert plain.min() == -1.0 and plain.max() == pytest.approx(240 / 255 * 2 - 1)

@@ -39,7 +39,7 @@ def test_each_task_trains_and_round_trips(task, tmp_path):
 def test_ddpm_checkpoint_holds_ema_weights(tmp_path):
     cfg = compose_config("train", tiny_train_overrides(tmp_path, "ddpm", steps=4))
     raw = torch.load(train(cfg)["last_checkpoint"], weights_only=True)
-    # Lightning's EMAWeightAveraging puts the average in state_dict and the raw weights beside it
+    # FusedEMA (like Lightning's EMAWeightAveraging) puts the average in state_dict and the raw weights beside it
     assert "current_model_state" in raw
     differs = [not torch.equal(raw["state_dict"][k], raw["current_model_state"][k]) for k in raw["state_dict"]]
     assert any(differs)

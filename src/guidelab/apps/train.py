@@ -17,6 +17,7 @@ from guidelab.apps.config import CONFIG_PATH, ensure_writable, instantiate, prin
 from guidelab.apps.errors import MarkWorkStarted, app_failures
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.resume import resume_or_init
+from guidelab.callbacks.ema import FusedEMA
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
@@ -24,7 +25,8 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     if not has_logger:  # nothing to report learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if cfg.task.get("ema"):
-        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=cfg.task.ema.decay))
+        # our fused, sync-free EMA with the semantics of Lightning's EMAWeightAveraging (see its docstring)
+        callbacks.append(FusedEMA(decay=cfg.task.ema.decay))
     return callbacks
 
 

@@ -3,6 +3,7 @@
 from .base import DatasetNotFoundError, ImageDataModule
 from .digits import DigitsDataModule
 from .image_folder import ImageFolderDataModule
+from .synthetic import SyntheticDataModule
 from .torchvision_sets import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "SyntheticDataModule",
 ]

@@ -9,6 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
+from .tensor_cache import make_loader
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset's files are not on disk and could not be downloaded."""
@@ -141,7 +143,7 @@ class ImageDataModule(pl.LightningDataModule):
         dataset = self.unaugmented_train_set() if split == "train" else self.val_set
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(dataset):
             raise ValueError(f"n must be an integer in [1, {len(dataset)}] (the size of the {split} split), got {n!r}")
-        loader = DataLoader(Subset(dataset, range(n)), batch_size=self.batch_size, num_workers=self.num_workers)
+        loader = make_loader(Subset(dataset, range(n)), self.batch_size, num_workers=self.num_workers)
         xs, ys = zip(*loader)
         return torch.cat(xs), torch.cat(ys)
 
@@ -153,9 +155,9 @@ class ImageDataModule(pl.LightningDataModule):
             self.setup("fit")
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=self.batch_size,
+            self.batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
             num_workers=self.num_workers,

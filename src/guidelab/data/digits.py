@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from torch.utils.data import TensorDataset
 
 from .base import ImageDataModule
+from .tensor_cache import TensorImageDataset
 
 # load_digits pixel values are integers in [0, 16].
 _MAX_PIXEL = 16.0
@@ -30,7 +30,7 @@ class DigitsDataModule(ImageDataModule):
     def class_names(self) -> list[str]:
         return [str(digit) for digit in range(10)]
 
-    def load_full_dataset(self) -> TensorDataset:
+    def load_full_dataset(self) -> TensorImageDataset:
         digits = load_digits()
         images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1)
         images = images / (_MAX_PIXEL / 2) - 1.0
@@ -39,4 +39,4 @@ class DigitsDataModule(ImageDataModule):
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
             images = images.clamp(-1.0, 1.0)
         labels = torch.as_tensor(digits.target, dtype=torch.int64)
-        return TensorDataset(images, labels)
+        return TensorImageDataset(images, labels)

@@ -11,15 +11,16 @@ where the files are expected.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import socket
 
+import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from .base import DatasetNotFoundError, ImageDataModule, to_model_range
+from .base import DatasetNotFoundError, ImageDataModule
+from .tensor_cache import TensorImageDataset
 
 # torchvision's urllib calls have no timeout of their own; a blackholed network would hang forever.
 _DOWNLOAD_SOCKET_TIMEOUT_S = 30.0
@@ -102,29 +103,31 @@ class _TorchvisionDataModule(ImageDataModule):
 
     # --- datasets -----------------------------------------------------------------------------
 
-    def _transform(self, augment: bool) -> v2.Compose:
-        channels, native, _ = self.native_shape
+    def _resize(self) -> v2.Transform | None:
+        """Batched [B, C, H, W] resize or pad from the native size to image_size, on [0, 1] floats."""
+        _, native, _ = self.native_shape
         size = self.image_size or native
-        steps = to_model_range(channels)
-        resize = []
-        if size != native and self.resize_mode == "resize":
-            resize = [v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)]
-        elif size != native:
-            before = (size - native) // 2
-            after = size - native - before
-            # Padding before Normalize, so the fill 0 becomes -1 (black background).
-            resize = [v2.Pad([before, before, after, after], fill=0)]
-        flip = [v2.RandomHorizontalFlip()] if augment else []
-        return v2.Compose(steps[:2] + resize + flip + steps[2:])
+        if size == native:
+            return None
+        if self.resize_mode == "resize":
+            return v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+        before = (size - native) // 2
+        # fill 0 in [0, 1] becomes -1 (black background) after the mapping to [-1, 1]
+        return v2.Pad([before, before, size - native - before, size - native - before], fill=0)
 
     def _official(self, train: bool, augment: bool = False) -> Dataset:
+        """The official split decoded once into a uint8 tensor cache (see tensor_cache)."""
         split = "train" if train else "test"
         if not self._files_present():
             raise self._not_found(f"{split} files are missing")
         try:
-            return self.dataset_cls(self.data_dir, train=train, transform=self._transform(augment), download=False)
+            source = self.dataset_cls(self.data_dir, train=train, download=False)
         except RuntimeError as error:  # torchvision's "not found or corrupted"
             raise self._not_found(f"{split} files are missing or corrupted ({error})") from error
+        images = torch.as_tensor(source.data)
+        images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # [N, C, H, W]
+        return TensorImageDataset(images.contiguous(), torch.as_tensor(source.targets), resize=self._resize(),
+                                  random_flip=augment)
 
     def load_split_datasets(self) -> tuple[Dataset, Dataset]:
         return self._official(train=True), self._official(train=False)
@@ -202,7 +205,5 @@ class CIFAR10DataModule(_TorchvisionDataModule):
         if not self.random_flip:
             return self.train_set
         if self._train_plain is None:
-            # A shallow copy shares the loaded arrays; CIFAR10.__getitem__ reads self.transform.
-            self._train_plain = copy.copy(self.train_set)
-            self._train_plain.transform = self._transform(augment=False)
+            self._train_plain = self.train_set.without_flip()  # shares the cached images
         return self._train_plain

@@ -28,6 +28,11 @@ def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.
     return out.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def _gather_table(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """table[t] shaped [B, 1, ..., 1]; `table` already lives on like's device in like's dtype."""
+    return table[t.to(like.device)].reshape(-1, *([1] * (like.dim() - 1)))
+
+
 class NoiseSchedule:
     """A discrete variance schedule, possibly a respaced subset of a longer base schedule.
 
@@ -70,6 +75,22 @@ class NoiseSchedule:
         # The variance is 0 at the first step; its log is clipped to the next value (as in DDPM).
         first = self.posterior_variance[1:2] if len(betas) > 1 else self.betas[:1]
         self.posterior_log_variance_clipped = torch.log(torch.cat([first, self.posterior_variance[1:]]))
+        # float64 tables above, copied once per (name, device, dtype) that asks for them: training calls
+        # q_sample every step, and a host-to-device copy there costs a transfer (and a sync) each time
+        self._tables: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def table(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The float64 table `name` (e.g. "alphas_cumprod") on like's device in like's dtype, cached.
+
+        Casting the whole table then indexing gives the same values as indexing then casting."""
+        key = (name, like.device, like.dtype)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
+        return table
+
+    def _at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return _gather_table(self.table(name, like), t, like)
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -142,25 +163,25 @@ class NoiseSchedule:
         """Draw x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I); `t` indexes this schedule."""
         if noise is None:
             noise = torch.randn_like(x0)
-        abar = _gather(self.alphas_cumprod, t, x0)
+        abar = self._at("alphas_cumprod", t, x0)
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
 
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
-        mean = _gather(self.posterior_mean_coef1, t, x_t) * x0 + _gather(self.posterior_mean_coef2, t, x_t) * x_t
-        return mean, _gather(self.posterior_variance, t, x_t), _gather(self.posterior_log_variance_clipped, t, x_t)
+        mean = self._at("posterior_mean_coef1", t, x_t) * x0 + self._at("posterior_mean_coef2", t, x_t) * x_t
+        return mean, self._at("posterior_variance", t, x_t), self._at("posterior_log_variance_clipped", t, x_t)
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        abar = _gather(self.alphas_cumprod, t, x_t)
+        abar = self._at("alphas_cumprod", t, x_t)
         return (x_t - (1.0 - abar).sqrt() * eps) / abar.sqrt()
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        abar = _gather(self.alphas_cumprod, t, x_t)
+        abar = self._at("alphas_cumprod", t, x_t)
         return (x_t - abar.sqrt() * x0) / (1.0 - abar).sqrt()
 
     def sigma(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """sqrt(1 - abar_t), the factor between eps and the score, shaped to broadcast."""
-        return (1.0 - _gather(self.alphas_cumprod, t, like)).sqrt()
+        return (1.0 - self._at("alphas_cumprod", t, like)).sqrt()
 
     def __repr__(self) -> str:
         return f"NoiseSchedule(kind={self.kind!r}, T={self.T}, num_steps={self.num_steps})"

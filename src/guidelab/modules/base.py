@@ -1,4 +1,10 @@
-"""What the DDPM and classifier modules share: building the net, the schedule, the optimizer, metadata."""
+"""What the DDPM and classifier modules share: building the net, the schedule, the optimizer, metadata.
+
+The fast training path lives here and is the default on CUDA (`compile: auto`, `channels_last: auto`):
+the net compiled in place (`nn.Module.compile`, so state_dict keys do not change), channels_last
+memory, fused AdamW, gradient clipping by one foreach kernel and a finite-loss check that reads the
+device only every `finite_check_every_n_steps` steps.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,12 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from guidelab.diffusion import NoiseSchedule
+
+AUTO = "auto"
+# fused AdamW kernels exist for these devices (torch >= 2.4 for CPU)
+FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps", "xpu")
+# torch.compile modes `compile` may name (on on every device; "auto"/true use "default")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def plain(value):
@@ -33,14 +45,40 @@ def build_net(net: dict, image_shape, num_classes: int | None = None) -> torch.n
     return hydra.utils.instantiate(net, **kwargs, _convert_="all")
 
 
+def resolve_auto(value, device: torch.device, name: str) -> bool:
+    """True/False as given; "auto" means on for CUDA devices. Anything else is a config error."""
+    if isinstance(value, bool):
+        return value
+    if value == AUTO:
+        return device.type == "cuda"
+    raise ValueError(f"{name} must be true, false or {AUTO!r} (on for CUDA), got {value!r}")
+
+
+def compile_mode(value, device: torch.device) -> str | None:
+    """The torch.compile mode `compile` asks for on `device`, or None for eager."""
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    try:
+        return "default" if resolve_auto(value, device, "compile") else None
+    except ValueError:
+        raise ValueError(f"compile must be true, false, {AUTO!r} (on for CUDA) or a torch.compile mode "
+                         f"{list(COMPILE_MODES)}, got {value!r}") from None
+
+
 class GuidelabModule(pl.LightningModule):
     """Base: holds `net`, the noise `schedule`, image shape and class count; AdamW with linear warmup."""
 
     kind: str = ""
 
     def __init__(self, *, net: dict, schedule: dict, image_shape, num_classes: int, lr: float, weight_decay: float,
-                 warmup_steps: int, betas=(0.9, 0.999), channels_last: bool = False, compile: bool = False):
+                 warmup_steps: int, betas=(0.9, 0.999), channels_last: bool | str = False,
+                 compile: bool | str = False, finite_check_every_n_steps: int = 50):
         super().__init__()
+        resolve_auto(channels_last, torch.device("cpu"), "channels_last")  # bad values fail here, before any work
+        compile_mode(compile, torch.device("cpu"))
+        if isinstance(finite_check_every_n_steps, bool) or not isinstance(finite_check_every_n_steps, int) \
+                or finite_check_every_n_steps < 1:
+            raise ValueError(f"finite_check_every_n_steps must be an integer >= 1, got {finite_check_every_n_steps!r}")
         if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         if weight_decay < 0:
@@ -56,8 +94,12 @@ class GuidelabModule(pl.LightningModule):
         self.save_hyperparameters({"kind": self.kind, "net": plain(net), "schedule": plain(schedule),
                                    "image_shape": plain(image_shape), "num_classes": int(num_classes), "lr": lr,
                                    "weight_decay": weight_decay, "warmup_steps": warmup_steps, "betas": plain(betas),
-                                   "channels_last": channels_last, "compile": compile})
+                                   "channels_last": channels_last, "compile": compile,
+                                   "finite_check_every_n_steps": finite_check_every_n_steps})
         self.schedule = NoiseSchedule.from_config(**self.hparams.schedule)
+        self._channels_last = channels_last is True
+        self._first_nonfinite_step: torch.Tensor | None = None  # device-side: -1, or the first bad step
+        self._finite_checked_through = 0
 
     @property
     def meta(self) -> dict:
@@ -67,27 +109,91 @@ class GuidelabModule(pl.LightningModule):
                 "num_classes": int(hp.num_classes)}
 
     def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
     def _maybe_compile(self, net: torch.nn.Module) -> torch.nn.Module:
-        if self.hparams.channels_last:
+        """Apply explicit `channels_last=True` / `compile=True` now; "auto" waits for the device (setup)."""
+        mode = None if self.hparams.compile == AUTO else compile_mode(self.hparams.compile, torch.device("cpu"))
+        return self._apply_fast_path(net, self.hparams.channels_last is True, mode)
+
+    def _apply_fast_path(self, net: torch.nn.Module, channels_last: bool, mode: str | None) -> torch.nn.Module:
+        if channels_last:
             net = net.to(memory_format=torch.channels_last)
-        return torch.compile(net) if self.hparams.compile else net
+            self._channels_last = True
+        if mode is not None and not getattr(net, "_compiled_call_impl", None):
+            net.compile(mode=mode)  # in place: parameters and state_dict keys stay those of the plain net
+        return net
+
+    def setup(self, stage: str) -> None:
+        """Resolve "auto" for the device the strategy will train on, before the module moves there and
+        before callbacks bind to the parameters (in their on_fit_start)."""
+        hp = self.hparams
+        if stage == "fit" and AUTO in (hp.channels_last, hp.compile):
+            device = self.trainer.strategy.root_device
+            self._apply_fast_path(self.net, resolve_auto(hp.channels_last, device, "channels_last"),
+                                  compile_mode(hp.compile, device))
+
+    def on_fit_start(self) -> None:
+        self._first_nonfinite_step = None
+        self._finite_checked_through = self.global_step
 
     def random_timesteps(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         device = self.device if generator is None else generator.device
         return torch.randint(0, self.schedule.T, (batch,), device=device, generator=generator).to(self.device)
 
     def check_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
+        """Record a non-finite loss on the device (no host sync). The record is read every
+        `finite_check_every_n_steps` steps, at each epoch end and before every checkpoint is written,
+        so no checkpoint ever holds weights trained on a non-finite loss."""
+        step = self.global_step
+        if self._first_nonfinite_step is None or self._first_nonfinite_step.device != loss.device:
+            self._first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self._first_nonfinite_step < 0)
+        self._first_nonfinite_step = torch.where(bad, step, self._first_nonfinite_step)
+        if (step + 1) % self.hparams.finite_check_every_n_steps == 0:
+            self.raise_if_nonfinite()
+
+    def raise_if_nonfinite(self) -> None:
+        """The one host sync of the finite check: raise FloatingPointError naming the step (range)."""
+        if self._first_nonfinite_step is None:
+            return
+        first = self._first_nonfinite_step
+        flag = (first >= 0).float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            flag = self.trainer.strategy.reduce(flag, reduce_op="sum")  # every rank stops together
+        checked_from, self._finite_checked_through = self._finite_checked_through, self.global_step
+        if flag.item() > 0:
+            where = f"at global step {int(first)}" if int(first) >= 0 else "on another rank"
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step}: stopping. The last "
-                "good checkpoint is untouched; lower lr, enable gradient clipping or check the data."
+                f"non-finite training loss {where} (checked steps {checked_from}..{self.global_step}): stopping. "
+                "The last good checkpoint is untouched; lower lr, enable gradient clipping or check the data."
             )
+
+    def on_train_epoch_end(self) -> None:
+        self.raise_if_nonfinite()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.raise_if_nonfinite()  # never save weights trained on a non-finite loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip here rather than in Lightning's precision plugin, which refuses fused optimizers under mixed
+        precision. bf16 and fp32 grads are unscaled already; under fp16's GradScaler they are unscaled first."""
+        if not gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)  # Lightning leaves fused optimizers' grads scaled; the step then skips it
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)  # no host sync
+        elif gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val, foreach=True)
+        else:
+            raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value', got {gradient_clip_algorithm!r}")
 
     def configure_optimizers(self):
         hp = self.hparams
-        fused = self.device.type == "cuda"
+        fused = self.device.type in FUSED_ADAMW_DEVICES
         opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas),
                                 fused=fused)
         warmup = max(int(hp.warmup_steps), 1)

@@ -1,4 +1,5 @@
-"""The unconditional DDPM: eps-prediction, uniform t, MSE; EMA comes from Lightning's EMAWeightAveraging."""
+"""The unconditional DDPM: eps-prediction, uniform t, MSE (Ho et al. 2020); EMA comes from the
+`guidelab.callbacks.FusedEMA` callback that guidelab-train adds when `task.ema` is set."""
 
 from __future__ import annotations
 

@@ -1,0 +1,277 @@
+"""Training throughput: guidelab-train against diffusers' UNet2DModel, side by side in one process.
+
+    python experiments/benchmarks/train_throughput.py                 # one GPU, ~3-4 minutes on an H200
+    python experiments/benchmarks/train_throughput.py --quick         # CPU, tiny nets, < 2 minutes
+    python experiments/benchmarks/train_throughput.py --compile-mode max-autotune-no-cudagraphs
+    python experiments/benchmarks/train_throughput.py --quick --profile --only ours_train_eager   # host overheads
+
+Figures (images/s, measured after warm-up over a fixed number of optimizer steps, with a device sync at
+both ends; random data; bf16 autocast; fused AdamW; batch 128 by default):
+  diffusers_eager / diffusers_compiled   UNet2DModel in the DDPM CIFAR-10 configuration, plain PyTorch loop
+  ours_plain_eager / ours_plain_compiled the CIFAR-10 preset UNet (net=unet_cifar10) in the same plain loop
+  ours_train_eager                       `guidelab-train experiment=cifar10_ddpm trainer=gpu data=synthetic`
+                                         through the real path (Lightning Trainer, EMA, CSV logging, progress
+                                         bar, checkpoint callbacks incl. the step checkpoint), compile and
+                                         channels_last off
+  ours_train_fast                        the same with the config's defaults (compile/channels_last: auto)
+  ours_train_fast_ddp1                   ours_train_fast under trainer=ddp with devices=1: DDP's own overhead
+
+One JSON line per figure, then a table. diffusers is the optional extra `bench`
+(`pip install 'guidelab[bench]'`), never a runtime dependency: without it the diffusers rows are skipped
+with a message. Where the GPU figures stand is in README.md beside this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from guidelab.apps.config import compose_config
+from guidelab.apps.train import train
+from guidelab.diffusion import NoiseSchedule
+from guidelab.modules.base import COMPILE_MODES, build_net
+
+# google/ddpm-cifar10-32 (Ho et al. 2020's CIFAR-10 model as diffusers ships it)
+DIFFUSERS_CIFAR10 = {
+    "sample_size": 32, "in_channels": 3, "out_channels": 3, "layers_per_block": 2,
+    "block_out_channels": (128, 256, 256, 256),
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "norm_num_groups": 32, "norm_eps": 1e-6, "downsample_padding": 0, "flip_sin_to_cos": False, "freq_shift": 1,
+}
+# --quick: digits-sized stand-ins of both nets
+DIFFUSERS_QUICK = {**DIFFUSERS_CIFAR10, "sample_size": 8, "block_out_channels": (16, 32, 32, 32),
+                   "layers_per_block": 1, "norm_num_groups": 8}
+QUICK_NET = ["net.base_channels=16", "net.num_res_blocks=1", "net.attention_resolutions=[4]", "net.groups=8"]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# ---------------------------------------------------------------------------------- plain loops
+def plain_loop(net, call, device, batch, image_size, warmup, steps) -> float:
+    """images/s of eps-prediction training steps: q_sample, forward, MSE, backward, fused AdamW."""
+    schedule = NoiseSchedule.linear(1000)
+    x0 = torch.rand(batch, 3, image_size, image_size, device=device) * 2 - 1
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-4, fused=True)
+    net.train()
+
+    def step():
+        t = torch.randint(0, schedule.T, (batch,), device=device)
+        noise = torch.randn_like(x0)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            pred = call(net, schedule.q_sample(x0, t, noise), t)
+        loss = F.mse_loss(pred.float(), noise)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    tic = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps * batch / (time.perf_counter() - tic)
+
+
+def diffusers_net(quick: bool):
+    try:
+        from diffusers import UNet2DModel
+    except ImportError:
+        return None
+    return UNet2DModel(**(DIFFUSERS_QUICK if quick else DIFFUSERS_CIFAR10))
+
+
+def our_net(quick: bool) -> torch.nn.Module:
+    cfg = compose_config("train", ["experiment=cifar10_ddpm", "paths.output_dir=.", *(QUICK_NET if quick else [])])
+    size = 8 if quick else 32
+    return build_net(dict(cfg.net), [3, size, size])
+
+
+# ---------------------------------------------------------------------------------- guidelab-train
+class StepTimer(pl.Callback):
+    """Times optimizer steps warmup .. warmup + steps (synced), inside the real Trainer."""
+
+    last: "StepTimer | None" = None
+
+    def __init__(self, warmup: int, steps: int, batch: int):
+        self.warmup, self.steps, self.batch = warmup, steps, batch
+        self.tic = self.images_per_s = None
+        StepTimer.last = self
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.warmup:
+            sync(pl_module.device)
+            self.tic = time.perf_counter()
+        elif trainer.global_step == self.warmup + self.steps:
+            sync(pl_module.device)
+            self.images_per_s = self.steps * self.batch / (time.perf_counter() - self.tic)
+
+
+def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, compile_mode: str | None,
+                  extra: list[str], out: Path, profile: bool = False, trainer: str = "gpu") -> float:
+    size = 8 if quick else 32
+    overrides = [
+        "experiment=cifar10_ddpm", f"trainer={trainer}", "trainer.devices=1", "data=synthetic", "logger=csv", f"paths.output_dir={out}",
+        f"data.batch_size={batch}", f"data.image_size={size}", f"data.num_samples={batch * (warmup + steps + 2) * 2}",
+        f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1", "trainer.enable_model_summary=false",
+        "+callbacks.timer._target_=__main__.StepTimer", f"+callbacks.timer.warmup={warmup}",
+        f"+callbacks.timer.steps={steps}", f"+callbacks.timer.batch={batch}",
+        *(QUICK_NET if quick else []),
+    ]
+    if quick:
+        overrides += ["trainer.accelerator=cpu"]
+    if not fast:
+        overrides += ["task.module.compile=false", "task.module.channels_last=false"]
+    elif compile_mode:
+        overrides += [f"task.module.compile={compile_mode}"]
+    cfg = compose_config("train", [*overrides, *extra])
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with torch_profile(activities=activities) as prof:
+            train(cfg)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    else:
+        train(cfg)
+    return StepTimer.last.images_per_s
+
+
+# ---------------------------------------------------------------------------------- main
+def use_backend(backend: str) -> None:
+    """Every nn.Module.compile in this process (ours in the module's setup included) uses `backend`."""
+    original = torch.nn.Module.compile
+
+    def compile_with(self, *args, mode=None, **kwargs):
+        return original(self, backend=backend)
+
+    torch.nn.Module.compile = compile_with
+
+
+def versions(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "pytorch_lightning": pl.__version__, "python": platform.python_version(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
+    try:
+        import diffusers
+
+        info["diffusers"] = diffusers.__version__
+    except ImportError:
+        info["diffusers"] = None
+    return info
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CPU, tiny nets at 8x8, batch 16, few steps")
+    parser.add_argument("--batch", type=int, default=None, help="images per step (default 128; --quick 16)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 15; --quick 3)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 40; --quick 5)")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                        help="torch.compile mode for the compiled rows and ours_train_fast")
+    parser.add_argument("--compile-backend", default=None,
+                        help="torch.compile backend (default inductor; --quick: aot_eager, since inductor's C++ build "
+                             "of even a tiny net takes minutes on a small CPU)")
+    parser.add_argument("--only", nargs="*", default=None, help="figure names to run (default: all)")
+    parser.add_argument("--train-override", action="append", default=[],
+                        help="extra Hydra override for the guidelab-train rows (repeatable), e.g. trainer.benchmark=false")
+    parser.add_argument("--profile", action="store_true",
+                        help="torch.profiler table (by self CPU time) of the ours_train_eager run: host-side overheads")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    batch = args.batch or (16 if quick else 128)
+    warmup = args.warmup if args.warmup is not None else (3 if quick else 15)
+    steps = args.steps or (5 if quick else 40)
+    device = torch.device("cpu" if quick or not torch.cuda.is_available() else "cuda")
+    if device.type == "cpu" and not quick:
+        parser.error("no CUDA device: the default mode is the GPU benchmark; use --quick on a CPU")
+    backend = args.compile_backend or ("aot_eager" if quick else "inductor")
+    if backend != "inductor":
+        use_backend(backend)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    info = versions(device)
+    print(json.dumps({"setup": info, "batch": batch, "warmup": warmup, "steps": steps,
+                      "compile_mode": args.compile_mode, "compile_backend": backend}), flush=True)
+
+    size = 8 if quick else 32
+    ours, theirs = our_net(quick), diffusers_net(quick)
+    n_ours = count(ours)
+    if theirs is None:
+        print("diffusers is not installed (pip install 'guidelab[bench]'): skipping the diffusers rows", flush=True)
+    else:
+        n_theirs = count(theirs)
+        gap = abs(n_ours - n_theirs) / n_theirs
+        print(json.dumps({"parameters": {"ours": n_ours, "diffusers": n_theirs, "relative_gap": round(gap, 4)}}))
+        if not quick and gap > 0.02:
+            raise SystemExit(f"parameter counts differ by {gap:.1%} (> 2%): not a fair comparison")
+
+    def call_diffusers(net, x, t):
+        return net(x, t).sample
+
+    def call_ours(net, x, t):
+        return net(x, t)
+
+    rows = []
+
+    def record(name, fn):
+        if args.only is not None and name not in args.only:
+            return
+        tic = time.perf_counter()
+        value = fn()
+        row = {"figure": name, "images_per_s": round(value, 1), "wall_s": round(time.perf_counter() - tic, 1),
+               "batch": batch, "device": info["device"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    def plain(net_factory, call, compiled):
+        net = net_factory().to(device)
+        if compiled:
+            net = net.to(memory_format=torch.channels_last)
+            net.compile(mode=args.compile_mode)
+        return plain_loop(net, call, device, batch, size, warmup, steps)
+
+    if theirs is not None:
+        record("diffusers_eager", lambda: plain(lambda: diffusers_net(quick), call_diffusers, False))
+        record("diffusers_compiled", lambda: plain(lambda: diffusers_net(quick), call_diffusers, True))
+    record("ours_plain_eager", lambda: plain(lambda: our_net(quick), call_ours, False))
+    record("ours_plain_compiled", lambda: plain(lambda: our_net(quick), call_ours, True))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fast, trainer in (("ours_train_eager", False, "gpu"), ("ours_train_fast", True, "gpu"),
+                                    ("ours_train_fast_ddp1", True, "ddp")):
+            record(name, lambda fast=fast, name=name, trainer=trainer: through_train(
+                fast, quick, batch, warmup, steps, args.compile_mode, args.train_override, Path(tmp) / name,
+                profile=args.profile and name == "ours_train_eager", trainer=trainer))
+
+    by_name = {r["figure"]: r["images_per_s"] for r in rows}
+    print(f"\n{'figure':<22}{'images/s':>12}   ({info['device']}, torch {info['torch']}, batch {batch})")
+    for row in rows:
+        print(f"{row['figure']:<22}{row['images_per_s']:>12,.1f}")
+    for target, factor in (("diffusers_eager", 2.0), ("diffusers_compiled", 1.2)):
+        if target in by_name and "ours_train_fast" in by_name:
+            ratio = by_name["ours_train_fast"] / by_name[target]
+            print(f"ours_train_fast / {target} = {ratio:.2f} (target >= {factor})")
+    if args.json:
+        args.json.write_text(json.dumps({"setup": info, "rows": rows}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

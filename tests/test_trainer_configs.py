@@ -1,0 +1,162 @@
+"""Every trainer config and every cifar10_* experiment, as composed, fits a few steps on the CPU.
+
+Only the accelerator (cpu), the device count and the sizes (digits data, a small net) change; the rest
+stays as the config has it: bf16-mixed, fused AdamW, gradient clipping, EMA, the DDP strategy. A GPU
+config that cannot take one optimizer step (clipping refused with a fused optimizer under mixed
+precision, as in issue 11) fails here without a GPU.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import compose_config
+
+from guidelab.apps.train import train
+from guidelab.modules import load_module
+
+STEPS = 3
+# digits-size nets of the same classes the experiments use (unet_cifar10 attends at 16x16: no such map at 8x8)
+SHRINK_NET = {
+    "unet": ["net.base_channels=16", "net.channel_mult=[1,2]", "net.num_res_blocks=1", "net.attention_resolutions=[4]",
+             "net.groups=8"],
+    "encoder": ["net.base_channels=16", "net.channel_mult=[1,2]", "net.num_res_blocks=1",
+                "net.attention_resolutions=[4]", "net.groups=8"],
+    "cnn": ["net.width=16"],
+}
+CASES = {
+    # name: (overrides selecting the config, net family, devices)
+    "trainer=cpu": (["trainer=cpu"], "unet", 1),
+    "trainer=gpu": (["trainer=gpu"], "unet", 1),
+    "trainer=ddp": (["trainer=ddp"], "unet", 2),
+    "trainer=ddp_cpu": (["trainer=ddp_cpu"], "unet", 2),
+    "experiment=cifar10_ddpm": (["experiment=cifar10_ddpm"], "unet", 1),
+    "experiment=cifar10_classifier": (["experiment=cifar10_classifier"], "encoder", 1),
+    "experiment=cifar10_eval_classifier": (["experiment=cifar10_eval_classifier"], "cnn", 1),
+}
+
+
+def on_cpu(selection: list[str], net: str, devices: int, out) -> list[str]:
+    return [*selection, "data=digits", "data.batch_size=16", "data.num_workers=0",
+            *SHRINK_NET[net], "trainer.accelerator=cpu", f"trainer.devices={devices}", f"trainer.max_steps={STEPS}",
+            "trainer.max_epochs=-1", "+trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1",
+            "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false", "logger=csv", "callbacks.progress=null",
+            f"paths.output_dir={out}"]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_process_group():
+    """DDPStrategy with one CPU device starts a gloo group in this process and sets MASTER_PORT & co.:
+    undo both, so later tests (and the DDP subprocesses they start) begin clean."""
+    saved = dict(os.environ)
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def clip_spy(monkeypatch):
+    """Records (max_norm, grad norm after clipping) for every clip_grad_norm_ call."""
+    calls = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        result = original(parameters, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+        calls.append((max_norm, float(after), float(result)))
+        return result
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    return calls
+
+
+@pytest.mark.parametrize("name", [n for n, (_, _, devices) in CASES.items() if devices == 1])
+def test_config_fits_on_cpu_as_composed(name, tmp_path, clip_spy):
+    selection, net, devices = CASES[name]
+    reference = compose_config("train", [*selection, f"paths.output_dir={tmp_path}"])
+    cfg = compose_config("train", on_cpu(selection, net, devices, tmp_path))
+    # everything but the accelerator and sizes is the config's own
+    for key in ("precision", "gradient_clip_val", "strategy"):
+        assert cfg.trainer.get(key) == reference.trainer.get(key), key
+    assert cfg.task.ema == reference.task.ema
+    result = train(cfg)
+    raw = torch.load(result["last_checkpoint"], weights_only=True)
+    assert raw["global_step"] == STEPS
+    assert raw["optimizer_states"][0]["param_groups"][0]["fused"] is True  # fused AdamW, as on a GPU
+    clip = reference.trainer.gradient_clip_val
+    assert len(clip_spy) == STEPS and all(max_norm == clip and after <= clip * (1 + 1e-4)
+                                          for max_norm, after, _ in clip_spy)
+    if reference.task.ema:  # EMA weights in state_dict, raw weights beside them
+        assert "current_model_state" in raw
+        assert any(not torch.equal(raw["state_dict"][k], raw["current_model_state"][k]) for k in raw["state_dict"])
+    module = load_module(result["last_checkpoint"])
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n, (_, _, devices) in CASES.items() if devices == 2])
+def test_ddp_config_fits_on_two_cpu_processes(name, tmp_path):
+    """Two ranks over gloo (Lightning launches the second process), as guidelab-train would run."""
+    selection, net, devices = CASES[name]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "guidelab.apps.train", *on_cpu(selection, net, devices, tmp_path),
+           f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    raw = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert raw["global_step"] == STEPS
+    assert raw["optimizer_states"][0]["param_groups"][0]["fused"] is True
+    assert "current_model_state" in raw
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path, clip_spy):
+    """With a tiny clip value the clipped norm is the clip value: the clipping really acts on the step."""
+    cfg = compose_config("train", [*on_cpu(["trainer=gpu"], "unet", 1, tmp_path), "trainer.gradient_clip_val=1e-3"])
+    train(cfg)
+    assert clip_spy and all(before > 1e-3 and after == pytest.approx(1e-3, rel=1e-3)
+                            for _, after, before in clip_spy)
+
+
+@pytest.mark.slow
+def test_compile_and_channels_last_apply_in_place(tmp_path, monkeypatch):
+    """Forced on (what "auto" picks on CUDA): the net is compiled in place, so checkpoints keep the plain
+    net's keys and load without compile. Dynamo with the aot_eager backend here: inductor's C++ build
+    takes many minutes on 2 shared cores, and the GPU tests run the real thing."""
+    modes = []
+    original = torch.nn.Module.compile
+
+    def compile_without_inductor(self, *args, mode=None, **kwargs):
+        modes.append(mode)
+        return original(self, backend="aot_eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_without_inductor)
+    cfg = compose_config("train", [*on_cpu(["trainer=gpu"], "unet", 1, tmp_path), "task.module.compile=true",
+                                   "task.module.channels_last=true"])
+    result = train(cfg)
+    assert modes == ["default"]
+    raw = torch.load(result["last_checkpoint"], weights_only=True)
+    assert raw["global_step"] == STEPS and not any("_orig_mod" in k for k in raw["state_dict"])
+    module = load_module(result["last_checkpoint"])
+    assert module(torch.randn(2, 1, 8, 8), torch.tensor([1, 500])).shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("value", ["sometimes", 3])
+def test_bad_fast_path_values_fail_before_training(value, tmp_path):
+    cfg = compose_config("train", [*on_cpu(["trainer=cpu"], "unet", 1, tmp_path), f"task.module.compile={value}"])
+    with pytest.raises(ValueError, match="compile must be"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("experiment", ["cifar10_ddpm", "cifar10_classifier", "cifar10_eval_classifier"])
+def test_cifar10_experiments_on_one_gpu_take_one_device(experiment, tmp_path):
+    """`experiment=cifar10_* trainer=gpu` (the README's one-GPU line) must not keep the 8-GPU device count."""
+    cfg = compose_config("train", [f"experiment={experiment}", "trainer=gpu", f"paths.output_dir={tmp_path}"])
+    assert cfg.trainer.devices == 1 and cfg.trainer.get("strategy") is None
+    assert compose_config("train", [f"experiment={experiment}", "trainer=ddp", f"paths.output_dir={tmp_path}"]
+                          ).trainer.devices == 8
