@@ -20,10 +20,10 @@ from guidelab.modules import load_module
 STEPS = 3
 # digits-size nets of the same classes the experiments use (unet_cifar10 attends at 16x16: no such map at 8x8)
 SHRINK_NET = {
-    "unet": ["net.base_channels=16", "net.channel_mult=[1,2]", "net.num_res_blocks=1", "net.attention_resolutions=[4]",
-             "net.groups=8"],
+    "unet": ["net.base_channels=16", "net.channel_mult=[1,2]", "net.num_res_blocks=1",
+             "++net.attention_resolutions=null", "++net.attention_downsample=[2]", "net.groups=8"],
     "encoder": ["net.base_channels=16", "net.channel_mult=[1,2]", "net.num_res_blocks=1",
-                "net.attention_resolutions=[4]", "net.groups=8"],
+                "++net.attention_resolutions=null", "++net.attention_downsample=[2]", "net.groups=8"],
     "cnn": ["net.width=16"],
 }
 CASES = {
