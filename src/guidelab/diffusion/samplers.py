@@ -12,6 +12,7 @@ import torch
 
 from .guidance import Scale, cfg_combine, classifier_grad, guide_eps, scale_schedule
 from .schedule import NoiseSchedule, _gather
+from .solvers import dpm_solver_2m_step
 
 __all__ = ["sample", "ddpm_step", "ddim_step", "SAMPLERS"]
 
@@ -48,7 +49,7 @@ def ddim_step(schedule, i, x, eps, noise, *, clip_denoised=False, mean_shift=Non
     return x_prev + sigma * noise, x0
 
 
-SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step}
+SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm++2m": dpm_solver_2m_step}
 FORMS = ("eps", "mean")
 GUIDANCE = ("classifier", "cfg")
 
@@ -90,13 +91,17 @@ def sample(
         raise ValueError(f"unknown guidance form {form!r}; choose one of {list(FORMS)}")
     if guidance not in GUIDANCE:
         raise ValueError(f"unknown guidance {guidance!r}; choose one of {list(GUIDANCE)}")
+    if sampler == "dpm++2m" and eta != 0:
+        raise ValueError(f"sampler='dpm++2m' is deterministic; eta must be 0, got {eta}")
     if form == "mean" and sampler != "ddpm":
         raise ValueError("form='mean' is defined for the ancestral sampler only; use form='eps' with DDIM")
     if not 0.0 <= eta:
         raise ValueError(f"eta must be >= 0, got {eta}")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= schedule.num_steps):
         raise ValueError(f"steps must be an int in [1, T={schedule.num_steps}], got {steps!r}")
-    run = schedule if steps is None or steps == schedule.num_steps else schedule.respace(steps)
+    step = SAMPLERS[sampler]
+    respace = getattr(step, "respace", NoiseSchedule.respace)  # the time grid the step function is made for
+    run = schedule if steps is None or steps == schedule.num_steps else respace(schedule, steps)
 
     device = torch.device(device) if device is not None else _device_of(model)
     x = _initial_noise(shape, noise, generator, device)
@@ -108,7 +113,7 @@ def sample(
     if guidance == "cfg" and null_class is None:
         raise ValueError("guidance='cfg' needs null_class, the label index the model treats as unconditional")
 
-    step = SAMPLERS[sampler]
+    history = {}  # what a multistep solver carries from one step to the next
     indices = range(run.num_steps - 1, -1, -1)
     for i in _progress(indices, progress):
         t = torch.full((batch,), int(run.timesteps[i]), dtype=torch.long, device=device)
@@ -126,8 +131,11 @@ def sample(
         if form == "mean" and grad is not None:
             mean_shift = w.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))) * grad
         x_next, x0 = step(
-            run, i, x, eps, _randn(x.shape, generator, device), clip_denoised=clip_denoised, mean_shift=mean_shift, eta=eta
+            run, i, x, eps, _randn(x.shape, generator, device), clip_denoised=clip_denoised, mean_shift=mean_shift, eta=eta,
+            **history,
         )
+        if getattr(step, "multistep", False):
+            history = {"previous_x0": x0}
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0, "eps": eps, "scale": w, "grad": grad, "log_prob": log_p})
         x = x_next
