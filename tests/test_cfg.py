@@ -32,7 +32,7 @@ def first_step_eps(module, y, scale, noise):
     sample(module, module.schedule, noise.shape, y=y, scale=scale, steps=5, sampler="ddim", noise=noise,
            guidance="cfg", null_class=NUM_CLASSES, callback=lambda info: captured.append(info))
     first = captured[0]
-    return first["eps"], first["x"], first["t"]
+    return first["eps"], first["x"], first["timestep"]
 
 
 def test_cfg_scale_0_is_unconditional_and_scale_1_conditional():

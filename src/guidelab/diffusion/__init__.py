@@ -1,7 +1,19 @@
-"""The math of guided diffusion, in plain torch: schedules, samplers, guidance rules."""
+"""The math of guided diffusion, in plain torch: schedules, samplers, guidance methods."""
 
-from .guidance import cfg_combine, classifier_grad, guidance_interval, guide_eps, scale_schedule
-from .samplers import SAMPLERS, ddim_step, ddpm_step, sample
+from .guidance import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    Guidance,
+    GuidanceStep,
+    GuidedPrediction,
+    Unguided,
+    cfg_combine,
+    classifier_grad,
+    guidance_interval,
+    guide_eps,
+    scale_schedule,
+)
+from .samplers import SAMPLERS, ddim_step, ddpm_step, resolve_guidance, sample
 from .schedule import NoiseSchedule, spaced_timesteps
 
 __all__ = [
@@ -11,6 +23,13 @@ __all__ = [
     "ddpm_step",
     "ddim_step",
     "SAMPLERS",
+    "resolve_guidance",
+    "Guidance",
+    "GuidanceStep",
+    "GuidedPrediction",
+    "Unguided",
+    "ClassifierGuidance",
+    "ClassifierFreeGuidance",
     "classifier_grad",
     "guide_eps",
     "cfg_combine",

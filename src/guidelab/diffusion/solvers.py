@@ -38,37 +38,39 @@ def logsnr_respace(schedule: NoiseSchedule, steps: int) -> NoiseSchedule:
     return schedule.respace(sorted(set(nearest.tolist()) | {schedule.num_steps - 1}))
 
 
-def dpm_solver_2m_step(schedule: NoiseSchedule, i: int, x, eps, noise, *, clip_denoised=False, mean_shift=None,
-                       eta=0.0, previous_x0: torch.Tensor | None = None):
-    """One DPM-Solver++(2M) step from schedule index i to i - 1 (arXiv:2211.01095, Algorithm 2).
+def dpm_solver_2m_step(schedule: NoiseSchedule, index: int, x, eps, noise, *, clip_denoised=False, mean_shift=None,
+                       renoise_eps=None, eta=0.0, previous_x0: torch.Tensor | None = None):
+    """One DPM-Solver++(2M) step from schedule index `index` to index - 1 (arXiv:2211.01095, Algorithm 2).
 
-    `eps` is the (already guided) prediction at index i; `previous_x0` the x0 prediction made at index
-    i + 1 (None on the first step, which is then first order). The step landing on index 0 is first order
+    `eps` is the (already guided) prediction at `index`; `previous_x0` the x0 prediction made at
+    index + 1 (None on the first step, which is then first order). The step landing on index 0 is first order
     too ("lower order final", as in the authors' code): on a grid uniform in t, h is there the largest of the
     whole grid and extrapolating from a far shorter previous step amplifies the error. Deterministic: `noise`
     is unused.
-    Returns (x at index i - 1, the x0 prediction at index i), like `ddim_step`.
+    Returns (x at index - 1, the x0 prediction at index), like `ddim_step`.
     """
     if mean_shift is not None:
         raise ValueError("form='mean' is defined for the ancestral sampler only; use form='eps' with DPM-Solver++")
+    if renoise_eps is not None:
+        raise ValueError("re-noising with a separate eps (CG++) is defined for DDIM only; use sampler=ddim")
     if eta != 0:
         raise ValueError(f"DPM-Solver++(2M) solves the deterministic ODE; eta must be 0, got {eta}")
-    index = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+    index_t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
     # data prediction x0 = (x_t - sigma_t eps) / alpha_t (Sec. 3.1); clipping is the thresholding of Sec. 3.3
-    x0 = schedule.predict_x0(x, index, eps)
+    x0 = schedule.predict_x0(x, index_t, eps)
     if clip_denoised:
         x0 = x0.clamp(-1, 1)
-    abar_next = float(schedule.alphas_cumprod_prev[i])
+    abar_next = float(schedule.alphas_cumprod_prev[index])
     if abar_next >= 1.0:
         # sigma_next = 0 (h -> infinity): the exact ODE step lands on the data prediction itself
         return x0, x0
-    abar_now = float(schedule.alphas_cumprod[i])
+    abar_now = float(schedule.alphas_cumprod[index])
     lam_now, lam_next = (float(v) for v in half_log_snr(torch.tensor([abar_now, abar_next], dtype=torch.float64)))
     # step size in lambda: h_i = lambda_{t_i} - lambda_{t_{i-1}} (Algorithm 2, line 4)
     h = lam_next - lam_now
     x0_blend = x0
-    if previous_x0 is not None and i > 1:
-        lam_prev = float(half_log_snr(schedule.alphas_cumprod[i + 1 : i + 2])[0])
+    if previous_x0 is not None and index > 1:
+        lam_prev = float(half_log_snr(schedule.alphas_cumprod[index + 1 : index + 2])[0])
         # r_i = h_{i-1} / h_i, and D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1} (Algorithm 2, lines 5-6)
         r = (lam_now - lam_prev) / h
         x0_blend = (1 + 0.5 / r) * x0 - (0.5 / r) * previous_x0
@@ -80,4 +82,5 @@ def dpm_solver_2m_step(schedule: NoiseSchedule, i: int, x, eps, noise, *, clip_d
 
 
 dpm_solver_2m_step.multistep = True
+dpm_solver_2m_step.deterministic = True
 dpm_solver_2m_step.respace = logsnr_respace

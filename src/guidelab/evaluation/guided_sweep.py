@@ -96,7 +96,7 @@ class _TrajectoryProbe:
             probs = info["log_prob"].exp().double()
             self.sums[0, :, self.step].index_add_(0, self.scale_index, norms)
             self.sums[1, :, self.step].index_add_(0, self.scale_index, probs)
-        self.t[self.step] = int(info["t"][0])
+        self.t[self.step] = int(info["timestep"][0])
         self.step += 1
 
     def summary(self, scales: list[float]) -> dict:
