@@ -1,7 +1,13 @@
 """The math of guided diffusion, in plain torch: schedules, samplers, guidance methods."""
 
 from .guidance import (
+    Autoguidance,
     ClassifierFreeGuidance,
+    CleanClassifierGuidance,
+    Composite,
+    GuidanceInterval,
+    ManifoldConstrained,
+    ProjectedGuidance,
     ClassifierGuidance,
     Guidance,
     GuidanceStep,
@@ -30,6 +36,12 @@ __all__ = [
     "Unguided",
     "ClassifierGuidance",
     "ClassifierFreeGuidance",
+    "GuidanceInterval",
+    "ManifoldConstrained",
+    "ProjectedGuidance",
+    "CleanClassifierGuidance",
+    "Autoguidance",
+    "Composite",
     "classifier_grad",
     "guide_eps",
     "cfg_combine",

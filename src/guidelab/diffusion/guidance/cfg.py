@@ -38,12 +38,16 @@ class ClassifierFreeGuidance(Guidance):
                              f"expects {self.num_classes}; build it with the model's class count")
 
     def unguided(self, step: GuidanceStep) -> GuidedPrediction:
-        return GuidedPrediction(eps=step.model(step.x, step.timestep, torch.full_like(step.y, self.null_class)))
+        """eps(x_t | null), computed once per step (and kept from __call__'s batched pass)."""
+        if step._model_eps is None:
+            step._model_eps = step.model(step.x, step.timestep, torch.full_like(step.y, self.null_class))
+        return GuidedPrediction(eps=step._model_eps)
 
     def __call__(self, step: GuidanceStep) -> GuidedPrediction:
         x, t, y = step.x, step.timestep, step.y
         eps = step.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, self.null_class)]))
         eps_cond, eps_uncond = eps.chunk(2)
+        step._model_eps = eps_uncond  # the unconditional prediction, for wrappers asking for unguided()
         return GuidedPrediction(eps=cfg_combine(eps_uncond, eps_cond, step.scale), nfe=2.0)
 
     def describe(self) -> dict:
