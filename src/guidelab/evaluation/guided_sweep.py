@@ -7,6 +7,7 @@ Under DDP each rank samples a shard; the metrics sync in compute(), so every ran
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -16,6 +17,7 @@ from rich.progress import Progress
 from guidelab.diffusion import NoiseSchedule, sample
 from guidelab.metrics import QualityDiversityMetrics
 
+from .fast_nets import FastPath
 from .result import SweepResult
 
 
@@ -32,6 +34,7 @@ class SweepSettings:
     seed: int = 0
     grid_size: int = 20
     guidance: str = "classifier"  # classifier | cfg (classifier-free: the eps-model is class-conditional)
+    fast_path: str = "auto"  # auto (bf16 + channels_last + compile on CUDA, exact fp32 on CPU) | on | eager | off
 
     def __post_init__(self):
         self.scales = sorted(float(s) for s in self.scales)
@@ -46,6 +49,7 @@ class SweepSettings:
                              f"got {self.samples_per_scale}")
         if self.guidance not in ("classifier", "cfg"):
             raise ValueError(f"guidance must be 'classifier' or 'cfg', got {self.guidance!r}")
+        FastPath.choose(self.fast_path, "cpu")  # validates the name
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -76,26 +80,29 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 class _TrajectoryProbe:
-    """Accumulates, per sampling step and scale, the guidance gradient norm and p(target | x_t)."""
+    """Accumulates, per sampling step and scale, the guidance gradient norm and p(target | x_t), over the
+    rows the guide evaluated (rows whose scale is 0 at a step skip the classifier: log_prob NaN there);
+    a (scale, step) with no evaluated row reports None."""
 
     def __init__(self, scale_index: torch.Tensor, num_scales: int, num_steps: int, device):
         self.scale_index = scale_index
         self.t = [0] * num_steps
         self.sums = torch.zeros(2, num_scales, num_steps, dtype=torch.float64, device=device)
-        self.counts = torch.zeros(num_scales, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(num_scales, num_steps, dtype=torch.float64, device=device)
         self.step = 0
 
     def start_batch(self, scale_index: torch.Tensor) -> None:
         self.scale_index = scale_index
         self.step = 0
-        self.counts.index_add_(0, scale_index, torch.ones_like(scale_index, dtype=torch.float64))
 
     def __call__(self, info: dict) -> None:
         if info["grad"] is not None:
-            norms = info["grad"].flatten(1).norm(dim=1).double()
-            probs = info["log_prob"].exp().double()
+            evaluated = torch.isfinite(info["log_prob"])
+            norms = torch.where(evaluated, info["grad"].flatten(1).norm(dim=1), 0.0).double()
+            probs = torch.where(evaluated, info["log_prob"].exp(), 0.0).double()
             self.sums[0, :, self.step].index_add_(0, self.scale_index, norms)
             self.sums[1, :, self.step].index_add_(0, self.scale_index, probs)
+            self.counts[:, self.step].index_add_(0, self.scale_index, evaluated.double())
         self.t[self.step] = int(info["timestep"][0])
         self.step += 1
 
@@ -104,8 +111,29 @@ class _TrajectoryProbe:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums)
             dist.all_reduce(counts)
-        means = sums / counts.clamp(min=1)[None, :, None]
-        return {"t": self.t, "scales": scales, "grad_norm": means[0].tolist(), "p_target": means[1].tolist()}
+        means = (sums / counts.clamp(min=1)).tolist()
+        evaluated = (counts > 0).tolist()
+        kept = [[[m if seen else None for m, seen in zip(line, seen_line)] for line, seen_line in zip(metric, evaluated)]
+                for metric in means]  # None: no row of that scale evaluated the guide at that step
+        return {"t": self.t, "scales": scales, "grad_norm": kept[0], "p_target": kept[1]}
+
+
+@contextmanager
+def _frozen(*nets):
+    """No parameter gradients while sampling (the guidance gradient is w.r.t. x_t alone), so autograd keeps
+    no tensors for weight gradients; yields, per net, whether it had trainable parameters (the callback's
+    classifier in training), and restores requires_grad afterwards."""
+    params = [list(net.parameters()) if isinstance(net, torch.nn.Module) else [] for net in nets]
+    flags = [[p.requires_grad for p in group] for group in params]
+    for group in params:
+        for p in group:
+            p.requires_grad_(False)
+    try:
+        yield [any(group_flags) for group_flags in flags]
+    finally:
+        for group, group_flags in zip(params, flags):
+            for p, flag in zip(group, group_flags):
+                p.requires_grad_(flag)
 
 
 def _plan(settings: SweepSettings, num_classes: int, image_shape, rank: int, world: int):
@@ -145,11 +173,14 @@ def run_guided_sweep(
     probe = _TrajectoryProbe(scale_index[:0].to(device), len(settings.scales), num_steps, device)
     generator = torch.Generator(device=device).manual_seed(settings.seed * 1000 + rank)
 
+    fast = FastPath.choose(settings.fast_path, device)
     images = []
     start = time.perf_counter()
     size = settings.batch_size
     chunks = list(zip(scale_index.split(size), targets.split(size), x_T.split(size)))
-    with Progress(disable=not progress or rank != 0, transient=True) as bar:
+    with _frozen(eps_model, classifier) as trainable, Progress(disable=not progress or rank != 0, transient=True) as bar:
+        eps_model = fast.wrap(eps_model, convert_weights=not trainable[0])
+        classifier = fast.wrap(classifier, convert_weights=not trainable[1])
         task = bar.add_task("guided sampling", total=len(chunks))
         for chunk_scale, chunk_y, chunk_noise in chunks:
             chunk_scale, chunk_y = chunk_scale.to(device), chunk_y.to(device)
@@ -186,7 +217,7 @@ def run_guided_sweep(
     timings = {"sampling_s": sampling_s, "metrics_s": metrics_s, "total_s": sampling_s + metrics_s,
                "samples_per_s": total_samples / sampling_s if sampling_s > 0 else float("nan"),
                "world_size": world}
-    info = {**asdict(settings), "steps": num_steps, "T": schedule.T, "schedule": schedule.kind,
+    info = {**asdict(settings), "fast": fast.describe(), "steps": num_steps, "T": schedule.T, "schedule": schedule.kind,
             "features": getattr(metrics, "features_kind", None)}
     return SweepResult(rows=rows, settings=info, timings=timings, grids=grids,
                        trajectory=probe.summary(settings.scales))

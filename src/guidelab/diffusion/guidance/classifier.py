@@ -62,11 +62,20 @@ class ClassifierGuidance(Guidance):
             raise ValueError("form='mean' is defined for the ancestral sampler only; use form='eps' with DDIM")
 
     def log_prob_grad(self, step: GuidanceStep):
-        """grad_x log p(y | x_t) and log p(y | x_t) for every row.
+        """grad_x log p(y | x_t) and log p(y | x_t), the classifier run on the guided rows only.
 
-        The hook for skipping the classifier where it does not act: rows with step.guided_rows() False
-        get no guidance, so a subclass may evaluate only those rows (and report zero grads elsewhere)."""
-        return classifier_grad(self.classifier, step.x, step.timestep, step.y, self.num_classes)
+        Rows whose scale is 0 at this step (step.guided_rows() False) get no guidance, so the classifier's
+        forward and backward skip them: their grad is 0 and their log_prob NaN (not evaluated)."""
+        rows = step.guided_rows() if isinstance(step, GuidanceStep) else None
+        if rows is None or bool(rows.all()):
+            return classifier_grad(self.classifier, step.x, step.timestep, step.y, self.num_classes)
+        grad = torch.zeros_like(step.x)
+        log_prob = torch.full(step.y.shape, float("nan"), device=step.x.device)
+        picked = rows.nonzero().squeeze(1)
+        if len(picked):
+            grad[picked], log_prob[picked] = classifier_grad(self.classifier, step.x[picked], step.timestep[picked],
+                                                             step.y[picked], self.num_classes)
+        return grad, log_prob
 
     def __call__(self, step: GuidanceStep) -> GuidedPrediction:
         eps = step.model_eps()
