@@ -37,6 +37,9 @@ class GuidedSamplingCallback(pl.Callback):
         eta: float = 0.0,
         form: str = "eps",
         clip_denoised: bool = True,
+        scale_schedule: str = "constant",
+        interval=None,
+        fast_path: str = "auto",
         every_n_epochs: int = 1,
         num_real: int = 1000,
         real_split: str = "train",
@@ -50,7 +53,8 @@ class GuidedSamplingCallback(pl.Callback):
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.settings = SweepSettings(
             scales=list(scales), samples_per_scale=samples_per_scale, batch_size=batch_size, sampler=sampler,
-            steps=steps, eta=eta, form=form, clip_denoised=clip_denoised, seed=seed,
+            steps=steps, eta=eta, form=form, clip_denoised=clip_denoised, seed=seed, scale_schedule=scale_schedule,
+            interval=None if interval is None else list(interval), fast_path=fast_path,
         )
         self.ddpm_checkpoint = ddpm_checkpoint
         self.eval_classifier_checkpoint = eval_classifier_checkpoint

@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 from rich.progress import Progress
 
-from guidelab.diffusion import NoiseSchedule, sample
+from guidelab.diffusion import GuidanceInterval, NoiseSchedule, resolve_guidance, sample
+from guidelab.diffusion.scale_schedules import SCALE_SCHEDULES, scheduled_scale
 from guidelab.metrics import QualityDiversityMetrics
 
 from .fast_nets import FastPath
@@ -35,6 +36,8 @@ class SweepSettings:
     grid_size: int = 20
     guidance: str = "classifier"  # classifier | cfg (classifier-free: the eps-model is class-conditional)
     fast_path: str = "auto"  # auto (bf16 + channels_last + compile on CUDA, exact fp32 on CPU) | on | eager | off
+    scale_schedule: str = "constant"  # constant | linear | cosine: w * f(t) along the trajectory (scale_schedules.py)
+    interval: list[int] | None = None  # [t_lo, t_hi]: guide only for original timesteps inside (Kynkaanniemi 2024)
 
     def __post_init__(self):
         self.scales = sorted(float(s) for s in self.scales)
@@ -50,6 +53,12 @@ class SweepSettings:
         if self.guidance not in ("classifier", "cfg"):
             raise ValueError(f"guidance must be 'classifier' or 'cfg', got {self.guidance!r}")
         FastPath.choose(self.fast_path, "cpu")  # validates the name
+        if self.scale_schedule not in SCALE_SCHEDULES:
+            raise ValueError(f"scale_schedule must be one of {sorted(SCALE_SCHEDULES)}, got {self.scale_schedule!r}")
+        if self.interval is not None:
+            self.interval = [int(v) for v in self.interval]
+            if len(self.interval) != 2 or not 0 <= self.interval[0] <= self.interval[1]:
+                raise ValueError(f"interval must be [t_lo, t_hi] with 0 <= t_lo <= t_hi, got {self.interval}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -58,6 +67,8 @@ class SweepSettings:
         """Respaced steps must fit the DDPM's schedule; checked before any sampling."""
         if self.steps is not None and not 1 <= self.steps <= T:
             raise ValueError(f"guidance.steps must be in [1, T={T}] of the DDPM, got {self.steps}")
+        if self.interval is not None and self.interval[0] >= T:
+            raise ValueError(f"guidance.interval={self.interval} starts beyond the DDPM's last timestep T-1={T - 1}")
 
 
 def metrics_with_real_set(eval_classifier, datamodule, num_classes: int, *, features: str, inception_weights,
@@ -181,16 +192,20 @@ def run_guided_sweep(
     with _frozen(eps_model, classifier) as trainable, Progress(disable=not progress or rank != 0, transient=True) as bar:
         eps_model = fast.wrap(eps_model, convert_weights=not trainable[0])
         classifier = fast.wrap(classifier, convert_weights=not trainable[1])
+        guidance = resolve_guidance(settings.guidance, eps_model,
+                                    classifier if settings.guidance == "classifier" else None,
+                                    form=settings.form, null_class=num_classes)
+        if settings.interval is not None:
+            guidance = GuidanceInterval(guidance, *settings.interval)
         task = bar.add_task("guided sampling", total=len(chunks))
         for chunk_scale, chunk_y, chunk_noise in chunks:
             chunk_scale, chunk_y = chunk_scale.to(device), chunk_y.to(device)
             probe.start_batch(chunk_scale)
             x = sample(
-                eps_model, schedule, (len(chunk_y), *image_shape), y=chunk_y,
-                classifier=classifier if settings.guidance == "classifier" else None,
-                guidance=settings.guidance, null_class=num_classes,
-                scale=scales[chunk_scale], steps=settings.steps, sampler=settings.sampler, eta=settings.eta,
-                form=settings.form, clip_denoised=settings.clip_denoised, generator=generator, device=device,
+                eps_model, schedule, (len(chunk_y), *image_shape), y=chunk_y, guidance=guidance,
+                scale=scheduled_scale(scales[chunk_scale], settings.scale_schedule, schedule.T),
+                steps=settings.steps, sampler=settings.sampler, eta=settings.eta,
+                clip_denoised=settings.clip_denoised, generator=generator, device=device,
                 callback=probe, noise=chunk_noise,
             )
             images.append(x.clamp(-1, 1))

@@ -71,6 +71,13 @@ def write_report(result: SweepResult, out_dir) -> dict[str, Path]:
     return paths
 
 
+def scale_schedule_label(settings: dict) -> str:
+    """How the scale varied along the trajectory, e.g. 'constant' or 'cosine, t in [200, 800]'."""
+    label = str(settings.get("scale_schedule", "constant"))
+    interval = settings.get("interval")
+    return label if not interval else f"{label}, t in [{interval[0]}, {interval[1]}]"
+
+
 def _format(value) -> str:
     value = _finite_or_none(value)
     return "–" if value is None else f"{value:.4g}"
@@ -121,8 +128,10 @@ def _wandb_payload(result: SweepResult, prefix: str) -> dict:
     import wandb
 
     rows = sorted(result.rows, key=lambda row: row["scale"])
-    table = wandb.Table(columns=list(TABLE_COLUMNS),
-                        data=[[_finite_or_none(row.get(column)) for column in TABLE_COLUMNS] for row in rows])
+    schedule = scale_schedule_label(result.settings)
+    table = wandb.Table(columns=[*TABLE_COLUMNS, "scale_schedule"],
+                        data=[[*(_finite_or_none(row.get(column)) for column in TABLE_COLUMNS), schedule]
+                              for row in rows])
     payload = {f"{prefix}/table": table}
     for metric in (*METRICS, "samples_per_s"):
         payload[f"{prefix}/{metric}_vs_scale"] = wandb.plot.line(
