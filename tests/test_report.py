@@ -131,7 +131,7 @@ def test_log_to_wandb_offline(tmp_path):
     assert main_table and len(tables) >= 3  # the table and the two line_series tables
     assert len(images) >= len(SCALES) + 2  # one grid per scale, the curves and the trajectory figure
     document = json.loads(main_table[0].read_text())
-    assert document["columns"] == ["scale", *METRICS, "samples_per_s"]
+    assert document["columns"] == ["scale", *METRICS, "samples_per_s", "scale_schedule"]
     assert [row[0] for row in document["data"]] == SCALES
     assert any("w=1.0" in str(path) for path in images)
 
