@@ -8,8 +8,9 @@ from torch import nn
 from gaussian_mixture import GaussianMixture
 from guidelab.diffusion import NoiseSchedule, sample
 from guidelab.diffusion.guidance import ClassifierGuidance, GuidanceInterval
-from guidelab.evaluation.fast_nets import BF16Net, FastPath
-from guidelab.evaluation.guided_sweep import SweepSettings, _frozen, _TrajectoryProbe
+from guidelab.evaluation.fast_nets import BF16Net, FastPath, with_fast_nets
+from guidelab.evaluation.guided_sweep import _frozen, _TrajectoryProbe
+from test_scale_schedules import settings
 
 MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
 STDS = [0.3, 0.3, 0.3]
@@ -128,11 +129,11 @@ def test_steps_outside_the_interval_skip_the_classifier(oracle):
 
 
 def test_probe_reports_no_gradient_statistics_for_unevaluated_rows():
-    probe = _TrajectoryProbe(torch.tensor([0, 0, 1, 1]), num_scales=2, num_steps=1, device="cpu")
+    probe = _TrajectoryProbe(num_scales=2, num_steps=1, device="cpu")
     probe.start_batch(torch.tensor([0, 0, 1, 1]))
     log_prob = torch.tensor([float("nan"), float("nan"), -0.5, -1.0])
     grad = torch.tensor([[0.0, 0.0], [0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
-    probe({"grad": grad, "log_prob": log_prob, "timestep": torch.tensor([7])})
+    probe({"grad": grad, "log_prob": log_prob, "timestep": torch.tensor([7]), "nfe": 2.0})
     summary = probe.summary([0.0, 1.0])
     assert summary["grad_norm"] == [[None], [pytest.approx(3.0)]]
     assert summary["p_target"][0] == [None]
@@ -141,11 +142,22 @@ def test_probe_reports_no_gradient_statistics_for_unevaluated_rows():
 
 def test_frozen_while_sampling_then_restored():
     trainable, frozen = nn.Linear(2, 2), nn.Linear(2, 2).requires_grad_(False)
-    with _frozen(trainable, frozen, None) as had:
-        assert had == [True, False, False]
+    guidance = GuidanceInterval(ClassifierGuidance(trainable), 0, 10)  # nets found inside guidance objects
+    with _frozen(frozen, guidance) as had:
+        assert had == {id(trainable)}
         assert not any(p.requires_grad for p in [*trainable.parameters(), *frozen.parameters()])
     assert all(p.requires_grad for p in trainable.parameters())
     assert not any(p.requires_grad for p in frozen.parameters())
+
+
+def test_fast_nets_inside_guidance_objects():
+    classifier, model = nn.Linear(2, 3), nn.Linear(2, 2)
+    guidance = GuidanceInterval(ClassifierGuidance(classifier, num_classes=3), 0, 10)
+    fast_model, fast_guidance = with_fast_nets((model, guidance), FastPath(bf16=True))
+    assert isinstance(fast_model, BF16Net) and fast_model.inner is model
+    assert isinstance(fast_guidance.inner.classifier, BF16Net) and fast_guidance.inner.classifier.inner is classifier
+    assert guidance.inner.classifier is classifier  # the original object is left as it was
+    assert with_fast_nets((model, guidance), FastPath()) == (model, guidance)
 
 
 def test_fast_path_choice():
@@ -156,7 +168,7 @@ def test_fast_path_choice():
     net = nn.Conv2d(3, 4, 3)
     assert FastPath.choose("off", "cuda").wrap(net) is net
     with pytest.raises(ValueError, match="fast_path.*'turbo'"):
-        SweepSettings(fast_path="turbo")
+        settings(fast_path="turbo")
 
 
 def test_channels_last_leaves_trainable_weights_alone():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gaussian_mixture import GaussianMixture
+from gaussian_mixture import MEANS, GaussianMixture
 from guidelab.diffusion import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
@@ -14,8 +14,6 @@ from guidelab.diffusion import (
     sample,
 )
 from guidelab.diffusion.guidance import class_count
-
-MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ closed-form targets where they exist, accuracy rising with the scale, mismatched
 import pytest
 import torch
 
-from gaussian_mixture import GaussianMixture
+from gaussian_mixture import MEANS, STDS, TARGET, WEIGHTS, GaussianMixture
 from guidelab.diffusion import (
     Autoguidance,
     ClassifierFreeGuidance,
@@ -18,10 +18,6 @@ from guidelab.diffusion import (
     sample,
 )
 
-MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
-STDS = [0.3, 0.3, 0.3]
-WEIGHTS = [0.5, 0.3, 0.2]
-TARGET = 1
 NULL = 3
 
 

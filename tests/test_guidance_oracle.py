@@ -3,13 +3,9 @@
 import pytest
 import torch
 
-from gaussian_mixture import GaussianMixture
+from gaussian_mixture import MEANS, STDS, TARGET, WEIGHTS, GaussianMixture
 from guidelab.diffusion import NoiseSchedule, guidance_interval, sample
 
-MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
-STDS = [0.3, 0.3, 0.3]
-WEIGHTS = [0.5, 0.3, 0.2]
-TARGET = 1
 N = 3000
 
 

@@ -4,16 +4,25 @@ import json
 
 import pytest
 import torch
+from conftest import compose_config
+from omegaconf import OmegaConf
 from torch import nn
 
 from gaussian_mixture import GaussianMixture
-from guidelab.diffusion import NoiseSchedule
+from guidelab.diffusion import ClassifierGuidance, NoiseSchedule
 from guidelab.diffusion.scale_schedules import SCALE_SCHEDULES, scheduled_scale
+from guidelab.evaluation.guidance_methods import SweepMethod
 from guidelab.evaluation.guided_sweep import SweepSettings, run_guided_sweep
-from guidelab.evaluation.report import _wandb_payload, scale_schedule_label, write_report
-from guidelab.evaluation.result import SweepResult
+from guidelab.evaluation.report import _jsonable, _table
 
 T = 1000
+
+
+def settings(**overrides) -> SweepSettings:
+    """The shipped sweep settings (conf/sweep_settings/default.yaml) with `overrides`."""
+    node = OmegaConf.to_container(compose_config("sweep", ["ddpm_checkpoint=a", "eval_classifier_checkpoint=b"])
+                                  .guidance, resolve=True)
+    return SweepSettings.from_config({**node, **overrides})
 
 
 @pytest.mark.parametrize("name", sorted(SCALE_SCHEDULES))
@@ -39,12 +48,18 @@ def test_schedule_values():
                                           (dict(interval=[1, 2, 3]), "interval")])
 def test_settings_refuse_bad_schedules(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        SweepSettings(**kwargs)
+        settings(**kwargs)
 
 
 def test_interval_beyond_T_refused_before_sampling():
     with pytest.raises(ValueError, match="interval"):
-        SweepSettings(interval=[1200, 1500]).check_steps(1000)
+        settings(interval=[1200, 1500]).check_steps(1000)
+
+
+def test_shipped_defaults():
+    shipped = settings()
+    assert (shipped.scale_schedule, shipped.interval, shipped.fast_path) == ("constant", None, "auto")
+    assert settings(interval=[200, 800], scale_schedule="cosine").scale_schedule_label() == "cosine, t in [200, 800]"
 
 
 class NoMetrics:
@@ -80,9 +95,9 @@ def oracle():
 
 def sweep(oracle, **kw):
     classifier = Spy(oracle.classify, num_classes=3)
-    settings = SweepSettings(scales=[0.0, 2.0], samples_per_scale=6, batch_size=12, steps=10, clip_denoised=False,
-                             **kw)
-    result = run_guided_sweep(Spy(oracle.eps), classifier, oracle.schedule, (2,), 3, NoMetrics(), settings,
+    chosen = settings(scales=[0.0, 2.0], samples_per_scale=6, batch_size=12, steps=10, clip_denoised=False, **kw)
+    method = SweepMethod("classifier", ClassifierGuidance(classifier), Spy(oracle.eps))
+    result = run_guided_sweep({"classifier": method}, oracle.schedule, (2,), 3, NoMetrics(), chosen,
                               device="cpu", progress=False)
     return result, classifier.calls
 
@@ -94,21 +109,20 @@ def test_sweep_interval_and_schedule_reach_the_sampler(oracle):
     assert calls and all(t <= 499 for t, _ in calls) and len(calls) == 5
     linear, _ = sweep(oracle, scale_schedule="linear")
     assert linear.settings["scale_schedule"] == "linear" and inside.settings["interval"] == [0, 499]
+    assert {row["scale_schedule"] for row in inside.rows} == {"constant, t in [0, 499]"}
     # w=0 samples are the same whatever the schedule; guided ones move
-    assert torch.equal(linear.grids[0.0], constant.grids[0.0])
-    assert not torch.allclose(linear.grids[2.0], constant.grids[2.0])
-    assert not torch.allclose(inside.grids[2.0], constant.grids[2.0])
+    grids = {name: result.grids["classifier"] for name, result in
+             (("constant", constant), ("linear", linear), ("inside", inside))}
+    assert torch.equal(grids["linear"][0.0], grids["constant"][0.0])
+    assert not torch.allclose(grids["linear"][2.0], grids["constant"][2.0])
+    assert not torch.allclose(grids["inside"][2.0], grids["constant"][2.0])
 
 
-def test_schedule_recorded_in_json_and_wandb_table(tmp_path, monkeypatch):
+def test_schedule_recorded_in_json_and_wandb_table(oracle, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    rows = [{"scale": w, "fid": 1.0, "accuracy": 0.5, "precision": 0.5, "recall": 0.5, "samples_per_s": 1.0}
-            for w in (0.0, 1.0)]
-    result = SweepResult(rows=rows, settings={"scale_schedule": "cosine", "interval": [200, 800]},
-                         timings={}, grids={}, trajectory={})
-    doc = json.loads(write_report(result, tmp_path)["quality_diversity.json"].read_text())
+    result, _ = sweep(oracle, scale_schedule="cosine", interval=[200, 800])
+    doc = json.loads(json.dumps(_jsonable(result.to_json())))  # what write_report puts in quality_diversity.json
     assert doc["settings"]["scale_schedule"] == "cosine" and doc["settings"]["interval"] == [200, 800]
-    table = _wandb_payload(result, "guidance")["guidance/table"]
+    table = _table(result.rows)
     assert table.columns[-1] == "scale_schedule"
     assert [row[-1] for row in table.data] == ["cosine, t in [200, 800]"] * 2
-    assert scale_schedule_label({}) == "constant"

@@ -8,12 +8,15 @@ the sampler's update all stay in float32. On by default on CUDA; on CPU the defa
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["FastPath", "FAST_PATH_CHOICES", "BF16Net"]
+from guidelab.diffusion import Guidance
+
+__all__ = ["FastPath", "FAST_PATH_CHOICES", "BF16Net", "with_fast_nets"]
 
 FAST_PATH_CHOICES = ("auto", "on", "off", "eager")
 
@@ -75,3 +78,31 @@ class BF16Net(nn.Module):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.path.bf16):
             out = self._run(x, *args, **kwargs)
         return out.float().contiguous()
+
+
+def with_fast_nets(owners, path: FastPath, trainable=frozenset()):
+    """`owners` (eps-models and guidance objects) with every net they hold running on `path`: guidance objects
+    are shallow copies whose nets (and inner / part guidances) are replaced; a net held twice is wrapped once
+    (so compiled once). Nets whose id is in `trainable` keep their weight layout (see FastPath.wrap)."""
+    if path.exact:
+        return owners
+    done = {}
+
+    def convert(item):
+        if id(item) in done:
+            return done[id(item)]
+        if isinstance(item, nn.Module):
+            done[id(item)] = path.wrap(item, convert_weights=id(item) not in trainable)
+        elif isinstance(item, Guidance):
+            clone = copy.copy(item)
+            done[id(item)] = clone
+            for name, value in vars(item).items():
+                if isinstance(value, (list, tuple)):
+                    setattr(clone, name, type(value)(convert(v) for v in value))
+                else:
+                    setattr(clone, name, convert(value))
+        else:
+            return item
+        return done[id(item)]
+
+    return type(owners)(convert(owner) for owner in owners)
