@@ -42,14 +42,17 @@ def ddpm_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift
 def ddim_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift=None, renoise_eps=None, eta=0.0):
     """Song et al. 2021; eta=0 is the deterministic ODE step, eta=1 matches DDPM's variance.
 
-    x0_hat comes from `eps`; the direction back to x_{i-1} uses `renoise_eps` when given (CG++), else eps."""
+    x0_hat comes from `eps`; the direction back to x_{i-1} uses `renoise_eps` when given (CG++), else eps
+    (with clip_denoised, each is replaced by the eps of its own clipped x0)."""
     if mean_shift is not None:
         raise ValueError("form='mean' is defined for the ancestral sampler only; use form='eps' with DDIM")
     index_t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
     x0 = schedule.predict_x0(x, index_t, eps)
-    if clip_denoised:
+    if clip_denoised:  # the direction back to x_{i-1} is made consistent with the clipped x0
         x0 = x0.clamp(-1, 1)
         eps = schedule.predict_eps(x, index_t, x0)
+        if renoise_eps is not None:
+            renoise_eps = schedule.predict_eps(x, index_t, schedule.predict_x0(x, index_t, renoise_eps).clamp(-1, 1))
     direction = eps if renoise_eps is None else renoise_eps
     abar = _gather(schedule.alphas_cumprod, index_t, x)
     abar_prev = _gather(schedule.alphas_cumprod_prev, index_t, x)
