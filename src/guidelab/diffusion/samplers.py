@@ -136,7 +136,7 @@ def sample(
     if guidance.needs_labels:
         y = _check_labels(y, batch, device, guidance.num_classes)
 
-    step_fn = SAMPLERS[sampler]
+    step_fn = _step_function(sampler, run)
     for index in _progress(range(run.num_steps - 1, -1, -1), progress):
         timestep = int(run.timesteps[index])
         state = GuidanceStep(model=model, schedule=run, x=x, index=index, scale=w_at(timestep), y=y,
@@ -149,6 +149,13 @@ def sample(
                       "scale": state.scale, "grad": out.grad, "log_prob": out.log_prob, "nfe": out.nfe})
         x = x_next
     return x
+
+
+def _step_function(sampler: str, run: NoiseSchedule):
+    """The step of this sample() call. A multistep solver registered in SAMPLERS as an object with
+    `for_run(schedule) -> step` gets fresh state (its previous x0 predictions) for every call."""
+    step = SAMPLERS[sampler]
+    return step.for_run(run) if hasattr(step, "for_run") else step
 
 
 def _initial_noise(shape, noise, generator, device):
