@@ -158,3 +158,28 @@ def test_refused_before_sampling(oracle, kwargs, error, match):
     with pytest.raises(error, match=match):
         sample(model, oracle.schedule, (2, 2), steps=2, **kwargs)
     assert not calls
+
+
+def test_multistep_solver_gets_fresh_state_per_call(oracle, monkeypatch):
+    """A solver with history (e.g. DPM-Solver++(2M)) registers an object with for_run(schedule)."""
+    from guidelab.diffusion import samplers
+
+    class TwoStep:
+        runs = []
+
+        def for_run(self, schedule):
+            history = []
+            self.runs.append(history)
+
+            def step(schedule, index, x, eps, noise, **kw):
+                history.append(index)
+                return samplers.ddim_step(schedule, index, x, eps, noise, **kw)
+
+            return step
+
+    monkeypatch.setitem(samplers.SAMPLERS, "two_step", TwoStep())
+    noise = torch.randn(3, 2)
+    first = sample(oracle.eps, oracle.schedule, (3, 2), steps=4, sampler="two_step", noise=noise)
+    sample(oracle.eps, oracle.schedule, (3, 2), steps=3, sampler="two_step", noise=noise)
+    assert TwoStep.runs == [[3, 2, 1, 0], [2, 1, 0]]
+    assert torch.equal(first, sample(oracle.eps, oracle.schedule, (3, 2), steps=4, sampler="ddim", noise=noise))

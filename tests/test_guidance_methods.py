@@ -75,21 +75,22 @@ NAMES = ["cg", "cg_mean", "cfg", "interval", "cgpp", "projected", "clean_x0", "c
          "autoguidance+cg"]
 
 
-def draw(oracle, weak, name, scale, n=600, steps=25, seed=0):
+def draw(oracle, weak, name, scale, n=600, steps=25, seed=0, **kw):
     guidance, model, sampler = methods(oracle, weak)[name]
     return sample(model, oracle.schedule, (n, 2), guidance=guidance, y=torch.full((n,), TARGET), scale=scale,
-                  steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(seed))
+                  steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(seed), **kw)
 
 
-def unguided(oracle, sampler, n=600, steps=25, seed=0):
+def unguided(oracle, sampler, n=600, steps=25, seed=0, **kw):
     return sample(oracle.eps, oracle.schedule, (n, 2), steps=steps, sampler=sampler,
-                  generator=torch.Generator().manual_seed(seed))
+                  generator=torch.Generator().manual_seed(seed), **kw)
 
 
+@pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("name", NAMES)
-def test_scale_zero_is_the_unguided_sampler_exactly(oracle, weak, name):
-    x = draw(oracle, weak, name, 0.0, n=64, steps=10)
-    assert torch.equal(x, unguided(oracle, methods(oracle, weak)[name][2], n=64, steps=10))
+def test_scale_zero_is_the_unguided_sampler_exactly(oracle, weak, name, clip):
+    x = draw(oracle, weak, name, 0.0, n=64, steps=10, clip_denoised=clip)
+    assert torch.equal(x, unguided(oracle, methods(oracle, weak)[name][2], n=64, steps=10, clip_denoised=clip))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -107,7 +107,7 @@ def test_callback_logs_curves_during_classifier_training(checkpoints, tmp_path):
     assert (report / "quality_diversity.png").is_file()
     rows = json.loads((report / "quality_diversity.json").read_text())["rows"]
     assert [(r["method"], r["scale"]) for r in rows] == [("classifier", 0.0), ("classifier", 4.0),
-                                                          ("classifier++", 0.0), ("classifier++", 4.0)]
+                                                          ("cgpp", 0.0), ("cgpp", 4.0)]
     assert rows[0]["fid"] == rows[2]["fid"]  # scale 0: both unguided from the same x_T
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
     media = [p for p in (run_dir / "files" / "media").rglob("*") if p.is_file()]
@@ -142,19 +142,18 @@ def test_several_methods_share_x_T_and_report_costs(checkpoints, tmp_path):
         f"clean_classifier_checkpoint={checkpoints['clean_classifier']}",
         f"weak_ddpm_checkpoint={checkpoints['ddpm']}"])
     result, paths = run_sweep(cfg)
-    names = ["classifier", "interval(classifier)", "classifier++", "projected(classifier)", "clean_x0",
-             "autoguidance+classifier"]
+    names = ["classifier", "interval", "cgpp", "projected", "clean_x0", "autoguidance_cg"]  # rows named by config
     assert [row["method"] for row in result.rows] == [name for name in names for _ in range(3)]
     unguided = [row for row in result.rows if row["scale"] == 0.0]
     for row in unguided:  # scale 0 is the unguided sampler for every method, and x_T is shared
         assert {k: row[k] for k in ("fid", "accuracy", "precision", "recall")} == \
             {k: unguided[0][k] for k in ("fid", "accuracy", "precision", "recall")}
     cost = {row["method"]: row["nfe_per_sample"] for row in result.rows}
-    assert cost == {"classifier": 15, "interval(classifier)": 3 * 3 + 2, "classifier++": 15,
-                    "projected(classifier)": 15, "clean_x0": 15, "autoguidance+classifier": 20}
+    assert cost == {"classifier": 15, "interval": 3 * 3 + 2, "cgpp": 15, "projected": 15, "clean_x0": 15,
+                    "autoguidance_cg": 20}  # per step: interval guides 3 of the 5 steps; autoguidance adds 1
     assert all(row["s_per_sample"] > 0 for row in result.rows)
     assert set(result.settings["methods"]) == set(names)
-    assert {f"samples_{tag}_w2.0.png" for tag in ("classifier", "classifier__", "clean_x0")} <= set(paths)
+    assert {f"samples_{tag}_w2.0.png" for tag in ("classifier", "cgpp", "clean_x0")} <= set(paths)
 
 
 @pytest.mark.parametrize("guide,match", [("eval_classifier", "same file"), ("eval_copy", "same weights")])

@@ -45,5 +45,8 @@ def test_several_methods_compose_for_sweep_and_callback():
                                      "method=[classifier,cgpp,autoguidance_cg]", "method.cgpp.inner.form=eps"])
     assert list(sweep.method) == ["classifier", "cgpp", "autoguidance_cg"]
     assert sweep.method.autoguidance_cg.parts[0].kind == "autoguidance"
+    # what each job of `guidelab-sweep -m method=classifier,cgpp` composes: one method
+    single = compose_config("sweep", ["ddpm_checkpoint=a", "eval_classifier_checkpoint=b", "method=cgpp"])
+    assert list(single.method) == ["cgpp"]
     callback = compose_config("train", CALLBACK + ["method@callbacks.guided_sampling.method=[interval,projected]"])
     assert list(callback.callbacks.guided_sampling.method) == ["interval", "projected"]

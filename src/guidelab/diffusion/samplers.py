@@ -19,7 +19,7 @@ from .guidance.classifier import check_targets
 from .guidance.base import class_count
 from .guidance.scales import scale_schedule
 from .schedule import NoiseSchedule, _gather
-from .solvers import dpm_solver_2m_step
+from .solvers import DPMSolver2M
 
 __all__ = ["sample", "ddpm_step", "ddim_step", "SAMPLERS", "resolve_guidance"]
 
@@ -43,14 +43,17 @@ def ddpm_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift
 def ddim_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift=None, renoise_eps=None, eta=0.0):
     """Song et al. 2021; eta=0 is the deterministic ODE step, eta=1 matches DDPM's variance.
 
-    x0_hat comes from `eps`; the direction back to x_{i-1} uses `renoise_eps` when given (CG++), else eps."""
+    x0_hat comes from `eps`; the direction back to x_{i-1} uses `renoise_eps` when given (CG++), else eps
+    (with clip_denoised, each is replaced by the eps of its own clipped x0)."""
     if mean_shift is not None:
         raise ValueError("form='mean' is defined for the ancestral sampler only; use form='eps' with DDIM")
     index_t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
     x0 = schedule.predict_x0(x, index_t, eps)
-    if clip_denoised:
+    if clip_denoised:  # the direction back to x_{i-1} is made consistent with the clipped x0
         x0 = x0.clamp(-1, 1)
         eps = schedule.predict_eps(x, index_t, x0)
+        if renoise_eps is not None:
+            renoise_eps = schedule.predict_eps(x, index_t, schedule.predict_x0(x, index_t, renoise_eps).clamp(-1, 1))
     direction = eps if renoise_eps is None else renoise_eps
     abar = _gather(schedule.alphas_cumprod, index_t, x)
     abar_prev = _gather(schedule.alphas_cumprod_prev, index_t, x)
@@ -61,7 +64,7 @@ def ddim_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift
     return x_prev + noise_std * noise, x0
 
 
-SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm++2m": dpm_solver_2m_step}
+SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm++2m": DPMSolver2M()}
 LEGACY_OPTIONS = ("form", "null_class")
 
 
@@ -124,10 +127,9 @@ def sample(
         raise ValueError(f"eta must be >= 0, got {eta}")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= schedule.num_steps):
         raise ValueError(f"steps must be an int in [1, T={schedule.num_steps}], got {steps!r}")
-    step_fn = SAMPLERS[sampler]
-    if eta != 0 and getattr(step_fn, "deterministic", False):
+    if eta != 0 and getattr(SAMPLERS[sampler], "deterministic", False):
         raise ValueError(f"sampler={sampler!r} solves the deterministic ODE; eta must be 0, got {eta}")
-    respace = getattr(step_fn, "respace", NoiseSchedule.respace)  # the time grid the step function is made for
+    respace = getattr(SAMPLERS[sampler], "respace", NoiseSchedule.respace)  # the time grid a solver is made for
     run = schedule if steps is None or steps == schedule.num_steps else respace(schedule, steps)
     guidance.check(model=model, schedule=run, shape=tuple(shape), sampler=sampler)
 
@@ -138,21 +140,26 @@ def sample(
     if guidance.needs_labels:
         y = _check_labels(y, batch, device, guidance.num_classes)
 
-    history = {}  # what a multistep solver carries from one step to the next (solvers.py)
+    step_fn = _step_function(sampler, run)
     for index in _progress(range(run.num_steps - 1, -1, -1), progress):
         timestep = int(run.timesteps[index])
         state = GuidanceStep(model=model, schedule=run, x=x, index=index, scale=w_at(timestep), y=y,
                              timestep=torch.full((batch,), timestep, dtype=torch.long, device=device))
         out = guidance(state)
         x_next, x0 = step_fn(run, index, x, out.eps, _randn(x.shape, generator, device), clip_denoised=clip_denoised,
-                             mean_shift=out.mean_shift, renoise_eps=out.renoise_eps, eta=eta, **history)
-        if getattr(step_fn, "multistep", False):
-            history = {"previous_x0": x0}
+                             mean_shift=out.mean_shift, renoise_eps=out.renoise_eps, eta=eta)
         if callback is not None:
             callback({"index": index, "timestep": state.timestep, "x": x, "x0": x0, "eps": out.eps,
                       "scale": state.scale, "grad": out.grad, "log_prob": out.log_prob, "nfe": out.nfe})
         x = x_next
     return x
+
+
+def _step_function(sampler: str, run: NoiseSchedule):
+    """The step of this sample() call. A multistep solver registered in SAMPLERS as an object with
+    `for_run(schedule) -> step` gets fresh state (its previous x0 predictions) for every call."""
+    step = SAMPLERS[sampler]
+    return step.for_run(run) if hasattr(step, "for_run") else step
 
 
 def _initial_noise(shape, noise, generator, device):

@@ -5,9 +5,10 @@ Diffusion Probabilistic Models", arXiv:2211.01095, Algorithm 2 (multistep second
 Its exponential integrator works in lambda = log(alpha / sigma) (half the log-SNR) and on the data
 prediction x0, which stays bounded under large guidance scales where eps-based solvers go unstable.
 
-A multistep solver needs the previous step's x0 prediction: the loop hands it back as `previous_x0`
-(None on the first step) to every step function flagged `multistep = True`. A step function may also name
-the time grid it is meant for (`respace`, schedule and step count -> respaced schedule): DPM-Solver++ takes
+A multistep solver needs the previous step's x0 prediction: `dpm_solver_2m_step` takes it as
+`previous_x0`, and `DPMSolver2M` (what `SAMPLERS["dpm++2m"]` holds) gives each `sample()` call a step
+closure that carries it (`for_run`). The solver also names the time grid it is meant for (`respace`,
+schedule and step count -> respaced schedule) and that it is deterministic. DPM-Solver++ takes
 steps uniform in lambda (the logSNR spacing of Lu et al. 2022a, arXiv:2206.00927, whose experiments use it for
 low-resolution images), where r_i = h_{i-1} / h_i stays near 1 and the second-order correction is accurate;
 on timesteps uniform in t, h grows tenfold over the last steps and the extrapolation overshoots.
@@ -19,7 +20,7 @@ import torch
 
 from .schedule import NoiseSchedule
 
-__all__ = ["dpm_solver_2m_step", "half_log_snr", "logsnr_respace"]
+__all__ = ["dpm_solver_2m_step", "DPMSolver2M", "half_log_snr", "logsnr_respace"]
 
 
 def half_log_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -81,6 +82,21 @@ def dpm_solver_2m_step(schedule: NoiseSchedule, index: int, x, eps, noise, *, cl
     return x_next, x0
 
 
-dpm_solver_2m_step.multistep = True
-dpm_solver_2m_step.deterministic = True
-dpm_solver_2m_step.respace = logsnr_respace
+class DPMSolver2M:
+    """DPM-Solver++(2M) as the sampling loop's multistep solver: a fresh step closure per sample() call."""
+
+    deterministic = True
+
+    @staticmethod
+    def respace(schedule: NoiseSchedule, steps: int) -> NoiseSchedule:
+        return logsnr_respace(schedule, steps)
+
+    def for_run(self, run: NoiseSchedule):
+        previous = {}  # the x0 prediction of the step before, once there is one
+
+        def step(schedule, index, x, eps, noise, **options):
+            x_next, x0 = dpm_solver_2m_step(schedule, index, x, eps, noise, previous_x0=previous.get("x0"), **options)
+            previous["x0"] = x0
+            return x_next, x0
+
+        return step
