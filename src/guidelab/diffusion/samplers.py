@@ -64,7 +64,8 @@ def ddim_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift
     return x_prev + noise_std * noise, x0
 
 
-SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm++2m": DPMSolver2M()}
+SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm++2m": DPMSolver2M("logsnr"),
+            "dpm++2m-t": DPMSolver2M("time")}
 LEGACY_OPTIONS = ("form", "null_class")
 
 
