@@ -8,7 +8,7 @@ from torch import nn
 from gaussian_mixture import GaussianMixture
 from guidelab.diffusion import NoiseSchedule, sample
 from guidelab.diffusion.guidance import ClassifierGuidance, GuidanceInterval
-from guidelab.evaluation.fast_nets import BF16Net, FastPath, with_fast_nets
+from guidelab.evaluation.fast_nets import FastNet, FastPath, with_fast_nets
 from guidelab.evaluation.guided_sweep import _frozen, _TrajectoryProbe
 from test_scale_schedules import settings
 
@@ -154,8 +154,8 @@ def test_fast_nets_inside_guidance_objects():
     classifier, model = nn.Linear(2, 3), nn.Linear(2, 2)
     guidance = GuidanceInterval(ClassifierGuidance(classifier, num_classes=3), 0, 10)
     fast_model, fast_guidance = with_fast_nets((model, guidance), FastPath(bf16=True))
-    assert isinstance(fast_model, BF16Net) and fast_model.inner is model
-    assert isinstance(fast_guidance.inner.classifier, BF16Net) and fast_guidance.inner.classifier.inner is classifier
+    assert isinstance(fast_model, FastNet) and fast_model.inner is model
+    assert isinstance(fast_guidance.inner.classifier, FastNet) and fast_guidance.inner.classifier.inner is classifier
     assert guidance.inner.classifier is classifier  # the original object is left as it was
     assert with_fast_nets((model, guidance), FastPath()) == (model, guidance)
 
@@ -178,7 +178,7 @@ def test_channels_last_leaves_trainable_weights_alone():
     frozen = nn.Conv2d(3, 4, 3)
     out = FastPath(channels_last=True).wrap(frozen)(torch.randn(2, 3, 8, 8))
     assert frozen.weight.is_contiguous(memory_format=torch.channels_last) and out.is_contiguous()
-    assert isinstance(wrapped, BF16Net)
+    assert isinstance(wrapped, FastNet)
 
 
 @pytest.mark.slow

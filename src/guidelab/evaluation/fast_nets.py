@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from guidelab.diffusion import Guidance
+from guidelab.diffusion.guidance.base import class_count
 
-__all__ = ["FastPath", "FAST_PATH_CHOICES", "BF16Net", "with_fast_nets"]
+__all__ = ["FastPath", "FAST_PATH_CHOICES", "FastNet", "with_fast_nets"]
 
 FAST_PATH_CHOICES = ("auto", "on", "off", "eager")
 
@@ -50,24 +51,22 @@ class FastPath:
         its layout)."""
         if net is None or self.exact:
             return net
-        return BF16Net(net, self, convert_weights=convert_weights)
+        return FastNet(net, self, convert_weights=convert_weights)
 
     def describe(self) -> dict:
         return {"bf16": self.bf16, "channels_last": self.channels_last, "compile": self.compile}
 
 
-class BF16Net(nn.Module):
-    """net(x, *args) under bf16 autocast (when asked), returning float32; keeps the net's `num_classes`."""
+class FastNet(nn.Module):
+    """net(x, *args) on a FastPath: bf16 autocast and channels_last input when asked, compiled when asked;
+    returns float32 and keeps the net's `num_classes`."""
 
     def __init__(self, net, path: FastPath, *, convert_weights: bool = True):
         super().__init__()
         self.inner = net
         self.path = path
-        if getattr(net, "num_classes", None) is not None:
-            self.num_classes = net.num_classes
-        hparams = getattr(net, "hparams", None)
-        if getattr(net, "num_classes", None) is None and getattr(hparams, "num_classes", None) is not None:
-            self.num_classes = hparams.num_classes
+        if class_count(net) is not None:  # what guidance objects read to check targets
+            self.num_classes = class_count(net)
         if path.channels_last and convert_weights and isinstance(net, nn.Module):
             net.to(memory_format=torch.channels_last)
         self._run = torch.compile(net) if path.compile else net
