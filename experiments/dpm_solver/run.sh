@@ -5,6 +5,7 @@
 set -euo pipefail
 CKPTS=${CKPTS:-/work/ckpts/demo}
 OUT=${OUT:-/tmp/dpm_solver}
+mkdir -p "$OUT"
 common=(ddpm_checkpoint=$CKPTS/ddpm/checkpoints/last.ckpt classifier_checkpoint=$CKPTS/classifier/checkpoints/last.ckpt
         eval_classifier_checkpoint=$CKPTS/eval_classifier/checkpoints/last.ckpt logger=csv device=${DEVICE:-cpu})
 for run in "ddim 50" "dpm++2m 20" "dpm++2m-t 20" "ddim 20"; do  # seed=0 (sweep.yaml) for all
