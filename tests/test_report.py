@@ -179,7 +179,7 @@ def test_several_methods_one_table_one_plot(tmp_path):
     figure = plot_quality_diversity(result.rows)
     fid_vs_accuracy = figure.axes[2]
     assert len(fid_vs_accuracy.lines) == 2  # one curve per method
-    labels = [text.get_text() for text in fid_vs_accuracy.get_legend().get_texts()]
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
     assert labels == ["classifier (30 NFE, 4 ms/sample)", "cgpp (60 NFE, 8 ms/sample)"]
     console = Console(record=True, width=160)
     print_table(result.rows, console=console)

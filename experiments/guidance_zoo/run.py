@@ -20,12 +20,26 @@ from pathlib import Path
 
 from guidelab.apps.config import compose_config
 from guidelab.apps.sweep import run_sweep
+from guidelab.evaluation.plots import plot_quality_diversity
 from guidelab.evaluation.report import _jsonable, print_table
 
 HERE = Path(__file__).resolve().parent
 METHODS = ["classifier", "classifier_mean", "interval", "cgpp", "projected", "clean_x0", "clean_x0_dps",
            "autoguidance", "autoguidance_cg"]
 SCALES = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+def merge(old: dict, new: dict) -> dict:
+    """The old document with the new run's methods added; refuses runs whose sampling settings differ."""
+    shared = ("scales", "samples_per_scale", "sampler", "steps", "eta", "clip_denoised", "seed")
+    differ = [key for key in shared if old["settings"][key] != new["settings"][key]]
+    if differ:
+        raise SystemExit(f"cannot merge: settings {differ} differ from guidance_zoo.json")
+    added = {row["method"] for row in new["rows"]}
+    return {**old, "rows": [r for r in old["rows"] if r["method"] not in added] + new["rows"],
+            "settings": {**old["settings"], "methods": {**old["settings"]["methods"], **new["settings"]["methods"]}},
+            "trajectory": {**old["trajectory"], **new["trajectory"]},
+            "merged_runs": old.get("merged_runs", [old["command_overrides"]]) + [new["command_overrides"]]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -37,9 +51,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cfg-ddpm", help="a task=cfg_ddpm checkpoint: adds classifier-free guidance")
     parser.add_argument("--out", default="/tmp/guidance_zoo", help="sweep run dir")
     parser.add_argument("--results", default=str(HERE), help="where guidance_zoo.json / .png go")
+    parser.add_argument("--methods", help="comma-separated subset of the methods to run (default: all)")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these methods' rows to the existing guidance_zoo.json (same settings, same x_T) "
+                             "and redraw the plot, instead of replacing it")
     args = parser.parse_args(argv)
     demo = Path(args.demo)
-    methods = METHODS + (["cfg"] if args.cfg_ddpm else [])
+    methods = args.methods.split(",") if args.methods else METHODS + (["cfg"] if args.cfg_ddpm else [])
     overrides = [
         f"ddpm_checkpoint={demo / 'ddpm/checkpoints/last.ckpt'}",
         f"classifier_checkpoint={demo / 'classifier/checkpoints/last.ckpt'}",
@@ -53,8 +71,12 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(result.rows)
     results = Path(args.results)
     doc = {**result.to_json(), "command_overrides": overrides}
+    if args.merge:
+        doc = merge(json.loads((results / "guidance_zoo.json").read_text()), doc)
+        plot_quality_diversity(doc["rows"], results / "guidance_zoo.png")
+    else:
+        shutil.copy(paths["quality_diversity.png"], results / "guidance_zoo.png")
     (results / "guidance_zoo.json").write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False))
-    shutil.copy(paths["quality_diversity.png"], results / "guidance_zoo.png")
     print(f"wrote {results / 'guidance_zoo.json'} and {results / 'guidance_zoo.png'}")
     return doc
 

@@ -41,8 +41,8 @@ def _points(rows: list[dict], x_key: str, y_key: str) -> tuple[list[float], list
     return _finite_pairs([r.get(x_key) for r in rows], [r.get(y_key) for r in rows], [r["scale"] for r in rows])
 
 
-def _finish(fig, path) -> plt.Figure:
-    fig.tight_layout()
+def _finish(fig, path, rect=(0, 0, 1, 1)) -> plt.Figure:
+    fig.tight_layout(rect=rect)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,10 +113,12 @@ def plot_quality_diversity(rows: list[dict], path=None, title=None) -> plt.Figur
         ax.grid(True, alpha=0.3)
     _parametric(axes[0, 2], groups, "accuracy", "fid", "FID vs accuracy (fidelity trade-off)")
     _parametric(axes[1, 2], groups, "recall", "precision", "precision vs recall (quality vs diversity)")
-    if len(groups) > 1 or any(name for name in groups):
-        axes[0, 2].legend(fontsize=7)
     default = ("Guidance methods" if len(groups) > 1 else "Classifier guidance") + ": quality-diversity trade-off"
     fig.suptitle(title or default + " across scales")
+    if len(groups) > 1 or any(name for name in groups):  # one legend under the panels: method and its cost
+        columns = min(len(groups), 3)
+        fig.legend(*axes[0, 2].get_legend_handles_labels(), loc="lower center", ncol=columns, fontsize=8)
+        return _finish(fig, path, rect=(0, 0.035 * math.ceil(len(groups) / columns) + 0.01, 1, 1))
     return _finish(fig, path)
 
 
