@@ -8,6 +8,12 @@ import math
 
 import torch
 
+# the three-cluster mixture the guidance tests use; TARGET is the class they guide towards
+MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
+STDS = [0.3, 0.3, 0.3]
+WEIGHTS = [0.5, 0.3, 0.2]
+TARGET = 1
+
 
 class GaussianMixture:
     def __init__(self, schedule, means, stds, weights):

@@ -32,7 +32,7 @@ def first_step_eps(module, y, scale, noise):
     sample(module, module.schedule, noise.shape, y=y, scale=scale, steps=5, sampler="ddim", noise=noise,
            guidance="cfg", null_class=NUM_CLASSES, callback=lambda info: captured.append(info))
     first = captured[0]
-    return first["eps"], first["x"], first["t"]
+    return first["eps"], first["x"], first["timestep"]
 
 
 def test_cfg_scale_0_is_unconditional_and_scale_1_conditional():
@@ -130,7 +130,8 @@ def test_cfg_sweep_without_classifier(tiny_checkpoints, tmp_path):
     assert cfg.classifier_checkpoint is None
     run_sweep(cfg)
     doc = json.loads((tmp_path / "quality_diversity.json").read_text())
-    assert doc["settings"]["guidance"] == "cfg"
+    assert {row["method"] for row in doc["rows"]} == {"cfg"}  # method=auto picks CFG for a cfg_ddpm checkpoint
+    assert all(row["nfe_per_sample"] == 2 * 4 for row in doc["rows"])
     assert [row["scale"] for row in doc["rows"]] == [0.0, 1.0, 3.0]
     assert all(row["fid"] is not None and row["accuracy"] is not None for row in doc["rows"])
     assert doc["timings"]["sampling_s"] > 0

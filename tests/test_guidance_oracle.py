@@ -3,13 +3,9 @@
 import pytest
 import torch
 
-from gaussian_mixture import GaussianMixture
+from gaussian_mixture import MEANS, STDS, TARGET, WEIGHTS, GaussianMixture
 from guidelab.diffusion import NoiseSchedule, guidance_interval, sample
 
-MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
-STDS = [0.3, 0.3, 0.3]
-WEIGHTS = [0.5, 0.3, 0.2]
-TARGET = 1
 N = 3000
 
 
@@ -127,7 +123,7 @@ def test_generator_makes_runs_reproducible(oracle):
 def test_callback_reports_every_step(oracle):
     infos = []
     run(oracle, 1.0, n=10, steps=7, callback=infos.append)
-    assert [info["i"] for info in infos] == list(range(6, -1, -1))
+    assert [info["index"] for info in infos] == list(range(6, -1, -1))
     assert all(info["grad"].shape == (10, 2) and info["log_prob"].shape == (10,) for info in infos)
     # the classifier becomes sure of the target as guided sampling proceeds
     assert infos[-1]["log_prob"].exp().mean() > infos[0]["log_prob"].exp().mean()

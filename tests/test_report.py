@@ -22,27 +22,29 @@ def offline_wandb(monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
-def fake_result(nan_fid_at: float | None = None) -> SweepResult:
+def fake_result(nan_fid_at: float | None = None, methods=("classifier",)) -> SweepResult:
     generator = torch.Generator().manual_seed(0)
-    rows = []
-    for i, w in enumerate(SCALES):
-        rows.append({
-            "scale": w, "fid": 30.0 - 2 * i + i * i * 0.8, "accuracy": min(0.1 + 0.14 * i, 0.99),
-            "precision": 0.5 + 0.06 * i, "recall": 0.7 - 0.08 * i, "samples_per_s": 120.0 + i,
-            "num_samples": 64,
-        })
-        if w == nan_fid_at:
-            rows[-1]["fid"] = float("nan")
-    t = list(range(99, -1, -10))  # 10 sampling steps, noisiest first
-    trajectory = {
-        "t": t, "scales": SCALES,
-        "grad_norm": [[abs(w) * (1 + s / 100) + 1e-3 for s in t] for w in SCALES],
-        "p_target": [[min(1.0, 0.1 + 0.1 * abs(w) * (1 - s / 100)) for s in t] for w in SCALES],
-    }
-    grids = {w: torch.rand(8, 1, 8, 8, generator=generator) * 2 - 1 for w in SCALES}
+    rows, grids, trajectories = [], {}, {}
+    for m, method in enumerate(methods):
+        for i, w in enumerate(SCALES):
+            rows.append({
+                "method": method, "scale": w, "fid": 30.0 - 2 * i + i * i * 0.8 + m,
+                "accuracy": min(0.1 + 0.14 * i, 0.99) - 0.05 * m, "precision": 0.5 + 0.06 * i,
+                "recall": 0.7 - 0.08 * i, "samples_per_s": 120.0 + i, "nfe_per_sample": 30.0 * (m + 1),
+                "s_per_sample": 0.004 * (m + 1), "num_samples": 64,
+            })
+            if w == nan_fid_at:
+                rows[-1]["fid"] = float("nan")
+        t = list(range(99, -1, -10))  # 10 sampling steps, noisiest first
+        trajectories[method] = {
+            "t": t, "scales": SCALES,
+            "grad_norm": [[abs(w) * (1 + s / 100) + 1e-3 for s in t] for w in SCALES],
+            "p_target": [[min(1.0, 0.1 + 0.1 * abs(w) * (1 - s / 100)) for s in t] for w in SCALES],
+        }
+        grids[method] = {w: torch.rand(8, 1, 8, 8, generator=generator) * 2 - 1 for w in SCALES}
     return SweepResult(rows=rows, settings={"sampler": "ddim", "steps": 10, "eta": float("inf")},
                        timings={"sampling_s": 1.5, "metrics_s": 0.5, "total_s": 2.0},
-                       grids=grids, trajectory=trajectory)
+                       grids=grids, trajectory=trajectories)
 
 
 def reject_constant(name):
@@ -53,8 +55,8 @@ def test_write_report_files(tmp_path):
     out = tmp_path / "report" / "nested"
     paths = write_report(fake_result(nan_fid_at=8.0), out)
 
-    expected = {"quality_diversity.json", "quality_diversity.png", "guidance_trajectory.png", "samples.png",
-                *(f"samples_w{w}.png" for w in SCALES)}
+    expected = {"quality_diversity.json", "quality_diversity.png", "guidance_trajectory_classifier.png",
+                "samples_classifier.png", *(f"samples_classifier_w{w}.png" for w in SCALES)}
     assert set(paths) == expected
     assert all(path.parent == out and path.is_file() for path in paths.values())
 
@@ -65,16 +67,16 @@ def test_write_report_files(tmp_path):
     assert document["rows"][-1]["fid"] is None
     assert document["rows"][0]["fid"] == pytest.approx(30.0)
     assert document["settings"]["eta"] is None
-    assert len(document["trajectory"]["t"]) == 10
+    assert len(document["trajectory"]["classifier"]["t"]) == 10
 
     with Image.open(paths["quality_diversity.png"]) as image:
         assert image.width >= 800 and image.height >= 500
-    with Image.open(paths["guidance_trajectory.png"]) as image:
+    with Image.open(paths["guidance_trajectory_classifier.png"]) as image:
         assert image.width >= 600
     # 8 images of 8x8 enlarged to 32x32 on a 3-wide grid with 2px padding: 3 * 34 + 2 = 104 px
-    with Image.open(paths["samples_w1.0.png"]) as image:
+    with Image.open(paths["samples_classifier_w1.0.png"]) as image:
         assert image.size == (104, 104)
-    with Image.open(paths["samples.png"]) as image:
+    with Image.open(paths["samples_classifier.png"]) as image:
         assert image.width >= 600 and image.height >= len(SCALES) * 100  # one strip per scale, stacked
 
 
@@ -101,7 +103,7 @@ def test_plots_skip_non_finite_values():
     fid_vs_scale = figure.axes[0].lines[0]
     assert len(fid_vs_scale.get_xdata()) == len(SCALES) - 1
     assert all(math.isfinite(y) for y in fid_vs_scale.get_ydata())
-    grids_figure = plot_grids(fake_result().grids)
+    grids_figure = plot_grids(fake_result().grids["classifier"])
     assert [ax.get_title() for ax in grids_figure.axes][:2] == ["w = -1", "w = 0"]
 
 
@@ -131,8 +133,9 @@ def test_log_to_wandb_offline(tmp_path):
     assert main_table and len(tables) >= 3  # the table and the two line_series tables
     assert len(images) >= len(SCALES) + 2  # one grid per scale, the curves and the trajectory figure
     document = json.loads(main_table[0].read_text())
-    assert document["columns"] == ["scale", *METRICS, "samples_per_s"]
-    assert [row[0] for row in document["data"]] == SCALES
+    assert document["columns"] == ["method", "scale", *METRICS, "nfe_per_sample", "s_per_sample", "samples_per_s",
+                                   "scale_schedule"]
+    assert [row[1] for row in document["data"]] == SCALES
     assert any("w=1.0" in str(path) for path in images)
 
 
@@ -161,7 +164,38 @@ def test_log_to_loggers_csv(tmp_path):
     logger.save()
     with open(tmp_path / "sweep" / "version_0" / "metrics.csv") as f:
         (row,) = list(csv.DictReader(f))
-    assert float(row["guidance/accuracy_w1.0"]) == pytest.approx(0.52)
-    assert float(row["guidance/recall_w-1.0"]) == pytest.approx(0.7)
-    assert "guidance/fid_w8.0" not in row  # non-finite values are left out
-    assert "guidance/fid_w4.0" in row and row["step"] == "5"
+    assert float(row["guidance/classifier/accuracy_w1.0"]) == pytest.approx(0.52)
+    assert float(row["guidance/classifier/recall_w-1.0"]) == pytest.approx(0.7)
+    assert "guidance/classifier/fid_w8.0" not in row  # non-finite values are left out
+    assert "guidance/classifier/fid_w4.0" in row and row["step"] == "5"
+
+
+def test_several_methods_one_table_one_plot(tmp_path):
+    result = fake_result(methods=("classifier", "cgpp"))
+    paths = write_report(result, tmp_path)
+    assert {"samples_cgpp.png", "samples_cgpp_w2.0.png", "guidance_trajectory_cgpp.png"} <= set(paths)
+    document = json.loads(paths["quality_diversity.json"].read_text())
+    assert [row["method"] for row in document["rows"]] == ["classifier"] * 7 + ["cgpp"] * 7
+    figure = plot_quality_diversity(result.rows)
+    fid_vs_accuracy = figure.axes[2]
+    assert len(fid_vs_accuracy.lines) == 2  # one curve per method
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert labels == ["classifier (30 NFE, 4 ms/sample)", "cgpp (60 NFE, 8 ms/sample)"]
+    console = Console(record=True, width=160)
+    print_table(result.rows, console=console)
+    text = console.export_text()
+    assert "cgpp" in text and "NFE/sample" in text and "60" in text
+
+
+def test_log_several_methods_to_wandb(tmp_path):
+    import wandb
+
+    run = wandb.init(mode="offline", dir=tmp_path, project="test")
+    log_to_wandb(fake_result(methods=("classifier", "cgpp")), run)
+    summary = dict(run.summary)
+    run.finish()
+    assert summary["guidance/cgpp/best_accuracy"] == pytest.approx(0.89)
+    assert summary["guidance/classifier/best_accuracy"] == pytest.approx(0.94)
+    assert "guidance/best_accuracy" not in summary  # with several methods, only per-method bests
+    images = list((next((tmp_path / "wandb").glob("offline-run-*")) / "files" / "media").rglob("*.png"))
+    assert sum("cgpp" in str(path) for path in images) >= len(SCALES)  # a grid per scale of each method

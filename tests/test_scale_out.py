@@ -93,8 +93,9 @@ def callback_args(ckpts):
             f"callbacks.guided_sampling.ddpm_checkpoint={ckpts['ddpm']}",
             f"callbacks.guided_sampling.eval_classifier_checkpoint={ckpts['eval_classifier']}",
             f"callbacks.guided_sampling.classifier_checkpoint={ckpts['classifier']}",
-            "callbacks.guided_sampling.scales=[0.0,2.0]", "callbacks.guided_sampling.samples_per_scale=16",
-            "callbacks.guided_sampling.steps=3", "callbacks.guided_sampling.num_real=64"]
+            "callbacks.guided_sampling.settings.scales=[0.0,2.0]",
+            "callbacks.guided_sampling.settings.samples_per_scale=16", "callbacks.guided_sampling.settings.steps=3",
+            "callbacks.guided_sampling.metrics.num_real=64"]
 
 
 def test_ddp_cpu_trains_both_models_and_callback_matches_single_process(trained, tmp_path):

@@ -23,13 +23,15 @@ def checkpoints(tmp_path_factory):
     paths = {}
     for task, extra in [("ddpm", []), ("classifier", []), ("eval_classifier", []),
                         ("cosine_classifier", ["task=classifier", "diffusion=cosine"]),
+                        ("cosine_ddpm", ["task=ddpm", "diffusion=cosine"]),
+                        ("clean_classifier", ["task=eval_classifier", "seed=1"]),
                         ("big_eval_classifier", ["task=eval_classifier", "data.image_size=16"])]:
         overrides = tiny_train_overrides(root / task, task if not extra else extra[0].split("=")[1], steps=2)
         paths[task] = train(compose_config("train", overrides + extra[1:]))["last_checkpoint"]
     return paths
 
 
-def sweep_config(out, ckpts, **which):
+def sweep_config(out, ckpts, extra=(), **which):
     ckpt = {"ddpm": "ddpm", "classifier": "classifier", "eval_classifier": "eval_classifier", **which}
     return compose_config("sweep", [
         f"ddpm_checkpoint={ckpts[ckpt['ddpm']]}",
@@ -38,6 +40,7 @@ def sweep_config(out, ckpts, **which):
         f"paths.output_dir={out}",
         "logger=wandb",
         *TINY_SWEEP,
+        *extra,
     ])
 
 
@@ -46,12 +49,16 @@ def test_sweep_writes_report_and_wandb_media(checkpoints, tmp_path):
     doc = json.loads((tmp_path / "quality_diversity.json").read_text())
     assert [row["scale"] for row in doc["rows"]] == [-1.0, 0.0, 2.0]
     for row in doc["rows"]:
-        for key in ("scale", "fid", "accuracy", "precision", "recall", "samples_per_s"):
+        for key in ("method", "scale", "fid", "accuracy", "precision", "recall", "samples_per_s", "nfe_per_sample",
+                    "s_per_sample"):
             assert key in row
         assert row["fid"] is not None and row["fid"] >= 0
     assert doc["settings"]["sampler"] == "ddim" and doc["settings"]["steps"] == 5
     assert doc["timings"]["sampling_s"] > 0
-    assert len(doc["trajectory"]["t"]) == 5 and len(doc["trajectory"]["grad_norm"]) == 3
+    assert {row["method"] for row in doc["rows"]} == {"classifier"}
+    assert all(row["nfe_per_sample"] == 3 * 5 for row in doc["rows"])  # eps + classifier forward + backward, 5 steps
+    trajectory = doc["trajectory"]["classifier"]
+    assert len(trajectory["t"]) == 5 and len(trajectory["grad_norm"]) == 3
     assert (tmp_path / "quality_diversity.png").stat().st_size > 10_000
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
     media = list((run_dir / "files" / "media").rglob("*"))
@@ -88,22 +95,25 @@ def test_callback_logs_curves_during_classifier_training(checkpoints, tmp_path):
         "callbacks=guided_sampling",
         f"callbacks.guided_sampling.ddpm_checkpoint={checkpoints['ddpm']}",
         f"callbacks.guided_sampling.eval_classifier_checkpoint={checkpoints['eval_classifier']}",
-        "callbacks.guided_sampling.scales=[0.0,4.0]",
-        "callbacks.guided_sampling.samples_per_scale=16",
-        "callbacks.guided_sampling.steps=4",
-        "callbacks.guided_sampling.num_real=64",
+        "callbacks.guided_sampling.settings.scales=[0.0,4.0]",
+        "callbacks.guided_sampling.settings.samples_per_scale=16",
+        "callbacks.guided_sampling.settings.steps=4",
+        "callbacks.guided_sampling.metrics.num_real=64",
         "callbacks.guided_sampling.every_n_epochs=1",
+        "method@callbacks.guided_sampling.method=[classifier,cgpp]",
     ]
     train(compose_config("train", overrides))
     report = tmp_path / "guided_sampling" / "epoch001"
     assert (report / "quality_diversity.png").is_file()
     rows = json.loads((report / "quality_diversity.json").read_text())["rows"]
-    assert [r["scale"] for r in rows] == [0.0, 4.0]
+    assert [(r["method"], r["scale"]) for r in rows] == [("classifier", 0.0), ("classifier", 4.0),
+                                                          ("cgpp", 0.0), ("cgpp", 4.0)]
+    assert rows[0]["fid"] == rows[2]["fid"]  # scale 0: both unguided from the same x_T
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
     media = [p for p in (run_dir / "files" / "media").rglob("*") if p.is_file()]
     assert any(p.suffix == ".png" for p in media)
     tables = [p for p in media if p.name.endswith(".table.json")]
-    assert any(len(json.loads(p.read_text())["data"]) == 2 for p in tables)
+    assert any(len(json.loads(p.read_text())["data"]) == 4 for p in tables)  # the table of both methods
 
 
 def test_callback_refuses_ddpm_of_another_schedule(checkpoints, tmp_path):
@@ -121,6 +131,52 @@ def test_callback_refuses_ddpm_of_another_schedule(checkpoints, tmp_path):
 def test_same_seed_gives_identical_sweeps(checkpoints, tmp_path):
     first, _ = run_sweep(sweep_config(tmp_path / "a", checkpoints))
     second, _ = run_sweep(sweep_config(tmp_path / "b", checkpoints))
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("samples_per_s", "s_per_sample")} for r in rows]
     assert strip(first.rows) == strip(second.rows)
     assert first.trajectory == second.trajectory
+
+
+def test_several_methods_share_x_T_and_report_costs(checkpoints, tmp_path):
+    cfg = sweep_config(tmp_path, checkpoints, extra=[
+        "method=[classifier,interval,cgpp,projected,clean_x0,autoguidance_cg]",
+        f"clean_classifier_checkpoint={checkpoints['clean_classifier']}",
+        f"weak_ddpm_checkpoint={checkpoints['ddpm']}"])
+    result, paths = run_sweep(cfg)
+    names = ["classifier", "interval", "cgpp", "projected", "clean_x0", "autoguidance_cg"]  # rows named by config
+    assert [row["method"] for row in result.rows] == [name for name in names for _ in range(3)]
+    unguided = [row for row in result.rows if row["scale"] == 0.0]
+    for row in unguided:  # scale 0 is the unguided sampler for every method, and x_T is shared
+        assert {k: row[k] for k in ("fid", "accuracy", "precision", "recall")} == \
+            {k: unguided[0][k] for k in ("fid", "accuracy", "precision", "recall")}
+    cost = {row["method"]: row["nfe_per_sample"] for row in result.rows}
+    assert cost == {"classifier": 15, "interval": 3 * 3 + 2, "cgpp": 15, "projected": 15, "clean_x0": 15,
+                    "autoguidance_cg": 20}  # per step: interval guides 3 of the 5 steps; autoguidance adds 1
+    assert all(row["s_per_sample"] > 0 for row in result.rows)
+    assert set(result.settings["methods"]) == set(names)
+    assert {f"samples_{tag}_w2.0.png" for tag in ("classifier", "cgpp", "clean_x0")} <= set(paths)
+
+
+@pytest.mark.parametrize("guide,match", [("eval_classifier", "same file"), ("eval_copy", "same weights")])
+def test_clean_guidance_refuses_the_judge(checkpoints, tmp_path, guide, match):
+    import shutil
+
+    path = checkpoints["eval_classifier"]
+    if guide == "eval_copy":
+        path = shutil.copy(path, tmp_path / "renamed.ckpt")
+    cfg = sweep_config(tmp_path / "out", checkpoints, extra=["method=[clean_x0]", f"clean_classifier_checkpoint={path}"])
+    with pytest.raises(CheckpointError, match=f"is the evaluation classifier .*{match}.*fakes the accuracy"):
+        run_sweep(cfg)
+    assert not (tmp_path / "out" / "quality_diversity.json").exists()
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["method=[autoguidance]", "weak_ddpm_checkpoint=COSINE"], "schedule.kind: ddpm .* has 'linear', ddpm .* has 'cosine'"),
+    (["method=[autoguidance]"], "needs weak_ddpm_checkpoint"),
+    (["method=[cfg]"], "needs a task=cfg_ddpm eps-model"),
+    (["method=[classifier_mean]", "+method.classifier_mean.steps=9999"], "method.classifier_mean.steps must be in"),
+])
+def test_methods_refuse_mismatched_or_missing_nets(checkpoints, tmp_path, extra, match):
+    extra = [e.replace("COSINE", str(checkpoints["cosine_ddpm"])) for e in extra]
+    with pytest.raises((CheckpointError, ValueError), match=match):
+        run_sweep(sweep_config(tmp_path, checkpoints, extra=extra))
+    assert not (tmp_path / "quality_diversity.json").exists()

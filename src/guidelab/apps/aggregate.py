@@ -44,22 +44,23 @@ def collect(root: Path) -> list[tuple[Path, dict]]:
 
 
 def aggregate(documents: list[dict]) -> list[dict]:
-    """One row per scale: <metric> (mean over jobs), <metric>_std (sample std, 0 for one job), num_runs."""
-    by_scale = defaultdict(lambda: defaultdict(list))
+    """One row per (method, scale): <metric> (mean over jobs), <metric>_std (sample std, 0 for one job),
+    num_runs. Rows written before sweeps named their method carry none and group together."""
+    groups = defaultdict(lambda: defaultdict(list))
     for doc in documents:
         for row in doc["rows"]:
             for metric in METRICS:
                 value = row.get(metric)
                 if value is not None and math.isfinite(value):
-                    by_scale[float(row["scale"])][metric].append(float(value))
+                    groups[(row.get("method", ""), float(row["scale"]))][metric].append(float(value))
     rows = []
-    for scale in sorted(by_scale):
-        row = {"scale": scale}
+    for method, scale in sorted(groups):
+        row = {"method": method, "scale": scale} if method else {"scale": scale}
         for metric in METRICS:
-            values = by_scale[scale][metric]
+            values = groups[(method, scale)][metric]
             row[metric] = statistics.fmean(values) if values else None
             row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        row["num_runs"] = max(len(v) for v in by_scale[scale].values())
+        row["num_runs"] = max(len(v) for v in groups[(method, scale)].values())
         rows.append(row)
     return rows
 

@@ -1,5 +1,6 @@
-"""guidelab-sweep: train once, guide with any classifier. Samples a DDPM checkpoint under a classifier
-checkpoint across guidance scales and writes quality_diversity.json / .png in its run dir."""
+"""guidelab-sweep: train once, guide with any classifier. Samples a DDPM checkpoint with one or several
+guidance methods (conf/method/) across guidance scales, all from the same x_T, and writes one table and
+one plot (quality_diversity.json / .png, one curve per method) in its run dir."""
 
 from __future__ import annotations
 
@@ -13,28 +14,23 @@ from omegaconf import DictConfig, OmegaConf
 from guidelab.apps.config import CONFIG_PATH, ConfigError, ensure_writable, instantiate, print_config_tree, read_data_shape
 from guidelab.apps.errors import app_failures, mark_work_started
 from guidelab.apps.loggers import finish_wandb, make_loggers
+from guidelab.evaluation.guidance_methods import Nets, build_methods
 from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
-from guidelab.modules import CheckpointError, check_compatible, load_module
+from guidelab.modules import CheckpointError, load_module
+
+CHECKPOINT_KEYS = ("ddpm_checkpoint", "eval_classifier_checkpoint", "classifier_checkpoint",
+                   "clean_classifier_checkpoint", "weak_ddpm_checkpoint", "cfg_ddpm_checkpoint")
 
 
-def load_and_check(cfg: DictConfig, datamodule):
-    """Load the checkpoints and refuse any pair that disagrees, before any sampling.
-
-    An unconditional DDPM is guided by classifier_checkpoint; a class-conditional one (task=cfg_ddpm)
-    by classifier-free guidance, without a classifier."""
+def load_and_check(cfg: DictConfig, datamodule, device=None):
+    """Load the DDPM, the evaluation classifier and every net the selected methods need, and refuse any
+    that disagree, before any sampling. Returns (ddpm, eval_classifier, {name: SweepMethod})."""
     ddpm = load_module(cfg.ddpm_checkpoint, ("ddpm", "cfg_ddpm"))
     eval_classifier = load_module(cfg.eval_classifier_checkpoint, "eval_classifier")
-    if ddpm.meta["kind"] == "cfg_ddpm":
-        classifier = None
-        check_compatible(ddpm, eval_classifier, keys=("image_shape", "num_classes"))
-    else:
-        if cfg.get("classifier_checkpoint") is None:
-            raise CheckpointError(f"classifier_checkpoint is required to guide the unconditional DDPM "
-                                  f"{cfg.ddpm_checkpoint} (or pass a task=cfg_ddpm checkpoint for classifier-free guidance)")
-        classifier = load_module(cfg.classifier_checkpoint, "classifier")
-        check_compatible(ddpm, classifier, keys=("schedule", "image_shape"))
-        check_compatible(classifier, eval_classifier, keys=("image_shape", "num_classes"))
+    paths = {key: cfg.get(key) for key in CHECKPOINT_KEYS}
+    nets = Nets(ddpm=ddpm, classifier=None, eval_classifier=eval_classifier, paths=paths)
+    methods = build_methods(cfg.method, nets, device=device)
     data_shape, _ = read_data_shape(cfg, datamodule)
     if data_shape != ddpm.meta["image_shape"]:
         raise CheckpointError(f"image_shape: ddpm ({cfg.ddpm_checkpoint}) has {ddpm.meta['image_shape']}, "
@@ -42,31 +38,32 @@ def load_and_check(cfg: DictConfig, datamodule):
     if datamodule.num_classes != eval_classifier.meta["num_classes"]:
         raise CheckpointError(f"num_classes: eval_classifier ({cfg.eval_classifier_checkpoint}) has "
                               f"{eval_classifier.meta['num_classes']}, data {cfg.data._target_} has {datamodule.num_classes}")
-    return ddpm, classifier, eval_classifier
+    return ddpm, eval_classifier, methods
 
 
-def guidance_settings(cfg: DictConfig, guidance: str, T: int) -> SweepSettings:
+def guidance_settings(cfg: DictConfig) -> SweepSettings:
     """SweepSettings from cfg.guidance; a bad value is a ConfigError naming its guidance.* key."""
     for index, value in enumerate(cfg.guidance.get("scales") or []):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"guidance.scales[{index}]={value!r} is not a number; pass numbers, e.g. "
                               "guidance.scales=[0,1,2,4]")
     try:
-        settings = SweepSettings(**OmegaConf.to_container(cfg.guidance, resolve=True), guidance=guidance)
-        settings.check_steps(T)
+        return SweepSettings.from_config(cfg.guidance)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"invalid guidance config (guidance.*): {err}") from err
-    return settings
 
 
 def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
     datamodule = instantiate(cfg.data)
-    ddpm, classifier, eval_classifier = load_and_check(cfg, datamodule)
-    guidance = "cfg" if classifier is None else "classifier"
-    settings = guidance_settings(cfg, guidance, ddpm.schedule.T)
+    settings = guidance_settings(cfg)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
+    ddpm, eval_classifier, methods = load_and_check(cfg, datamodule, device)
+    try:
+        settings.check_steps(ddpm.schedule.T, methods)
+    except ValueError as err:
+        raise ConfigError(f"invalid guidance config (guidance.*): {err}") from err
     pl.seed_everything(cfg.seed)
     output_dir = ensure_writable(cfg.paths.output_dir)
     loggers = make_loggers(cfg, output_dir)
@@ -76,12 +73,11 @@ def run_sweep(cfg: DictConfig):
             eval_classifier, datamodule, datamodule.num_classes, features=cfg.metrics.features,
             inception_weights=cfg.metrics.inception_weights, num_real=cfg.metrics.num_real,
             split=cfg.metrics.real_split, batch_size=settings.batch_size, device=device)
-        result = run_guided_sweep(ddpm.to(device), classifier.to(device) if classifier else None, ddpm.schedule, ddpm.meta["image_shape"],
-                                  datamodule.num_classes, metrics, settings, device=device)
-        result.settings.update(ddpm_checkpoint=str(cfg.ddpm_checkpoint),
-                               classifier_checkpoint=str(cfg.classifier_checkpoint),
-                               eval_classifier_checkpoint=str(cfg.eval_classifier_checkpoint),
-                               seed=cfg.seed, device=str(device))
+        ddpm.to(device)
+        result = run_guided_sweep(methods, ddpm.schedule, ddpm.meta["image_shape"], datamodule.num_classes,
+                                  metrics, settings, device=device)
+        result.settings.update({key: None if cfg.get(key) is None else str(cfg.get(key)) for key in CHECKPOINT_KEYS},
+                               device=str(device))
         paths = write_report(result, output_dir)
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

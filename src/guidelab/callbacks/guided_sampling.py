@@ -1,5 +1,5 @@
-"""GuidedSamplingCallback: while a classifier trains, sweep guidance scales with a frozen DDPM and log
-the quality-diversity curves (W&B tables, charts, image grids per scale) and a PNG of them."""
+"""GuidedSamplingCallback: while a classifier trains, sweep guidance methods and scales with a frozen DDPM
+and log the quality-diversity curves (W&B tables, charts, image grids per method and scale) and a PNG of them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from guidelab.evaluation.guidance_methods import Nets, build_methods
 from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
 from guidelab.metrics import QualityDiversityMetrics
@@ -16,70 +17,55 @@ from guidelab.modules import check_compatible, load_module
 
 
 class GuidedSamplingCallback(pl.Callback):
-    """Every `every_n_epochs` epochs and at fit end, sample across `scales` and score each scale.
+    """Every `every_n_epochs` epochs and at fit end, sample with every method across the scales and score them.
 
     ddpm_checkpoint: the frozen unconditional DDPM (its EMA weights) to guide.
     eval_classifier_checkpoint: the independent clean classifier for accuracy and FID features.
-    classifier_checkpoint: guide with this classifier; None guides with the module being trained.
+    settings / metrics: the sweep_settings and sweep_metrics config nodes (the ones guidelab-sweep reads).
+    method: name -> method node (conf/method/); classifier guidance methods use classifier_checkpoint, or
+    the module being trained when it is None; other nets come from the other *_checkpoint arguments.
     Writes <run dir>/guided_sampling/epoch<N>/quality_diversity.{json,png} on rank zero, N = epochs completed.
     """
 
-    def __init__(
-        self,
-        ddpm_checkpoint: str,
-        eval_classifier_checkpoint: str,
-        classifier_checkpoint: str | None = None,
-        scales=(-1.0, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
-        samples_per_scale: int = 200,
-        batch_size: int = 1024,
-        sampler: str = "ddim",
-        steps: int | None = 50,
-        eta: float = 0.0,
-        form: str = "eps",
-        clip_denoised: bool = True,
-        every_n_epochs: int = 1,
-        num_real: int = 1000,
-        real_split: str = "train",
-        features: str = "classifier",
-        inception_weights: str | None = None,
-        seed: int = 0,
-        output_dir: str | None = None,
-    ):
+    def __init__(self, ddpm_checkpoint: str, eval_classifier_checkpoint: str, settings, metrics, method,
+                 every_n_epochs: int, classifier_checkpoint: str | None = None,
+                 clean_classifier_checkpoint: str | None = None, weak_ddpm_checkpoint: str | None = None,
+                 cfg_ddpm_checkpoint: str | None = None, output_dir: str | None = None):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.settings = SweepSettings(
-            scales=list(scales), samples_per_scale=samples_per_scale, batch_size=batch_size, sampler=sampler,
-            steps=steps, eta=eta, form=form, clip_denoised=clip_denoised, seed=seed,
-        )
-        self.ddpm_checkpoint = ddpm_checkpoint
-        self.eval_classifier_checkpoint = eval_classifier_checkpoint
-        self.classifier_checkpoint = classifier_checkpoint
+        self.settings = SweepSettings.from_config(settings)
+        self.metric_settings = dict(metrics)
+        self.method_nodes = method
+        self.paths = {"ddpm_checkpoint": ddpm_checkpoint, "eval_classifier_checkpoint": eval_classifier_checkpoint,
+                      "classifier_checkpoint": classifier_checkpoint,
+                      "clean_classifier_checkpoint": clean_classifier_checkpoint,
+                      "weak_ddpm_checkpoint": weak_ddpm_checkpoint, "cfg_ddpm_checkpoint": cfg_ddpm_checkpoint}
         self.every_n_epochs = every_n_epochs
-        self.num_real = num_real
-        self.real_split = real_split
-        self.features = features
-        self.inception_weights = inception_weights
         self.output_dir = output_dir
         self.results = []  # (epoch, SweepResult) of every sweep, for whoever wants them after fit
         self._last_epoch = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Load and check every model before training starts, so a mismatch fails at once."""
-        self.ddpm = load_module(self.ddpm_checkpoint, "ddpm")
-        self.eval_classifier = load_module(self.eval_classifier_checkpoint, "eval_classifier")
-        self.classifier = load_module(self.classifier_checkpoint, "classifier") if self.classifier_checkpoint else None
-        guide = self.classifier if self.classifier is not None else pl_module
-        check_compatible(self.ddpm, guide, keys=("schedule", "image_shape"))
-        check_compatible(guide, self.eval_classifier, keys=("image_shape", "num_classes"))
-        self.settings.check_steps(self.ddpm.schedule.T)
+        """Load and check every model and method before training starts, so a mismatch fails at once."""
+        self.ddpm = load_module(self.paths["ddpm_checkpoint"], "ddpm")
+        self.eval_classifier = load_module(self.paths["eval_classifier_checkpoint"], "eval_classifier")
+        classifier = load_module(self.paths["classifier_checkpoint"], "classifier") \
+            if self.paths["classifier_checkpoint"] else None
+        self.guide = classifier if classifier is not None else pl_module
+        check_compatible(self.ddpm, self.guide, keys=("schedule", "image_shape"))
+        check_compatible(self.guide, self.eval_classifier, keys=("image_shape", "num_classes"))
+        self.nets = Nets(ddpm=self.ddpm, classifier=self.guide, eval_classifier=self.eval_classifier, paths=self.paths)
+        self.methods = build_methods(self.method_nodes, self.nets)
+        self.settings.check_steps(self.ddpm.schedule.T, self.methods)
         self.metrics = None
 
     def _prepare_metrics(self, trainer: pl.Trainer, device) -> QualityDiversityMetrics:
         if self.metrics is None:
+            m = self.metric_settings
             self.metrics = metrics_with_real_set(
-                self.eval_classifier, trainer.datamodule, self.ddpm.hparams.num_classes, features=self.features,
-                inception_weights=self.inception_weights, num_real=self.num_real, split=self.real_split,
+                self.eval_classifier, trainer.datamodule, self.ddpm.hparams.num_classes, features=m["features"],
+                inception_weights=m["inception_weights"], num_real=m["num_real"], split=m["real_split"],
                 batch_size=self.settings.batch_size, device=device, rank=trainer.global_rank,
                 world=trainer.world_size)
         return self.metrics
@@ -96,16 +82,13 @@ class GuidedSamplingCallback(pl.Callback):
     def _sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epochs_done: int) -> None:
         device = pl_module.device
         self._last_epoch = epochs_done
-        guide = self.classifier if self.classifier is not None else pl_module
         was_training = pl_module.training
-        guide.eval()
-        self.ddpm.to(device)
-        self.eval_classifier.to(device)
-        if self.classifier is not None:
-            self.classifier.to(device)
+        self.guide.eval()
+        for module in (self.ddpm, self.eval_classifier, self.guide, *self.nets.loaded.values()):
+            module.to(device)
         try:
             result = run_guided_sweep(
-                self.ddpm, guide, self.ddpm.schedule, self.ddpm.hparams.image_shape, self.ddpm.hparams.num_classes,
+                self.methods, self.ddpm.schedule, self.ddpm.hparams.image_shape, self.ddpm.hparams.num_classes,
                 self._prepare_metrics(trainer, device), self.settings, device=device,
                 progress=trainer.progress_bar_callback is not None,
             )

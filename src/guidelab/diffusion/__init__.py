@@ -1,19 +1,9 @@
-"""The math of guided diffusion, in plain torch: schedules, samplers, guidance rules."""
+"""The math of guided diffusion, in plain torch: schedules, samplers, guidance methods."""
 
-from .guidance import cfg_combine, classifier_grad, guidance_interval, guide_eps, scale_schedule
-from .samplers import SAMPLERS, ddim_step, ddpm_step, sample
+from . import guidance
+from .guidance import *  # noqa: F403  (the Guidance interface and every method; listed in guidance.__all__)
+from .samplers import SAMPLERS, ddim_step, ddpm_step, resolve_guidance, sample
 from .schedule import NoiseSchedule, spaced_timesteps
 
-__all__ = [
-    "NoiseSchedule",
-    "spaced_timesteps",
-    "sample",
-    "ddpm_step",
-    "ddim_step",
-    "SAMPLERS",
-    "classifier_grad",
-    "guide_eps",
-    "cfg_combine",
-    "scale_schedule",
-    "guidance_interval",
-]
+__all__ = ["NoiseSchedule", "spaced_timesteps", "sample", "ddpm_step", "ddim_step", "SAMPLERS", "resolve_guidance",
+           *guidance.__all__]

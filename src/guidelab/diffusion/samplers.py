@@ -1,7 +1,11 @@
 """Samplers: one loop (`sample`) and one small step function per sampler.
 
-A step maps x at schedule index i to x at index i - 1, given the (already guided) eps and fresh
-noise. Guidance happens in the loop, before the step, so every sampler gets it for free.
+A step maps x at schedule index `index` to x at `index - 1`, given the (already guided) eps and
+fresh noise. Guidance happens before the step, through a `Guidance` object (see guidance/base.py),
+so every sampler gets every method and the loop knows none of them by name.
+
+Names: `index` is a position in the (possibly respaced) schedule, `timestep` the original timestep
+the networks see; `sigma` is always sqrt(1 - abar) (NoiseSchedule.sigma), DDIM's added noise is `noise_std`.
 """
 
 from __future__ import annotations
@@ -10,47 +14,77 @@ from collections.abc import Callable
 
 import torch
 
-from .guidance import Scale, cfg_combine, classifier_grad, guide_eps, scale_schedule
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance, GuidanceStep, Scale, Unguided
+from .guidance.classifier import check_targets
+from .guidance.base import class_count
+from .guidance.scales import scale_schedule
 from .schedule import NoiseSchedule, _gather
+from .solvers import DPMSolver2M
 
-__all__ = ["sample", "ddpm_step", "ddim_step", "SAMPLERS"]
+__all__ = ["sample", "ddpm_step", "ddim_step", "SAMPLERS", "resolve_guidance"]
 
 
-def ddpm_step(schedule, i, x, eps, noise, *, clip_denoised=False, mean_shift=None, eta=None):
+def ddpm_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift=None, renoise_eps=None, eta=None):
     """Ancestral step: x_{i-1} ~ N(mu(x_i, x0_hat), Sigma_i), Sigma_i the posterior variance."""
-    t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
-    x0 = schedule.predict_x0(x, t, eps)
+    if renoise_eps is not None:
+        raise ValueError("re-noising with a separate eps (CG++) is defined for DDIM only; use sampler=ddim")
+    index_t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
+    x0 = schedule.predict_x0(x, index_t, eps)
     if clip_denoised:
         x0 = x0.clamp(-1, 1)
-    mean, variance, log_variance = schedule.posterior(x0, x, t)
+    mean, variance, log_variance = schedule.posterior(x0, x, index_t)
     if mean_shift is not None:
         mean = mean + variance * mean_shift
-    if i == 0:
+    if index == 0:
         return mean, x0
     return mean + (0.5 * log_variance).exp() * noise, x0
 
 
-def ddim_step(schedule, i, x, eps, noise, *, clip_denoised=False, mean_shift=None, eta=0.0):
-    """Song et al. 2021; eta=0 is the deterministic ODE step, eta=1 matches DDPM's variance."""
+def ddim_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift=None, renoise_eps=None, eta=0.0):
+    """Song et al. 2021; eta=0 is the deterministic ODE step, eta=1 matches DDPM's variance.
+
+    x0_hat comes from `eps`; the direction back to x_{i-1} uses `renoise_eps` when given (CG++), else eps
+    (with clip_denoised, each is replaced by the eps of its own clipped x0)."""
     if mean_shift is not None:
         raise ValueError("form='mean' is defined for the ancestral sampler only; use form='eps' with DDIM")
-    t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
-    x0 = schedule.predict_x0(x, t, eps)
-    if clip_denoised:
+    index_t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
+    x0 = schedule.predict_x0(x, index_t, eps)
+    if clip_denoised:  # the direction back to x_{i-1} is made consistent with the clipped x0
         x0 = x0.clamp(-1, 1)
-        eps = schedule.predict_eps(x, t, x0)
-    abar = _gather(schedule.alphas_cumprod, t, x)
-    abar_prev = _gather(schedule.alphas_cumprod_prev, t, x)
-    sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
-    x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
-    if i == 0 or eta == 0:
+        eps = schedule.predict_eps(x, index_t, x0)
+        if renoise_eps is not None:
+            renoise_eps = schedule.predict_eps(x, index_t, schedule.predict_x0(x, index_t, renoise_eps).clamp(-1, 1))
+    direction = eps if renoise_eps is None else renoise_eps
+    abar = _gather(schedule.alphas_cumprod, index_t, x)
+    abar_prev = _gather(schedule.alphas_cumprod_prev, index_t, x)
+    noise_std = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
+    x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - noise_std**2).clamp(min=0).sqrt() * direction
+    if index == 0 or eta == 0:
         return x_prev, x0
-    return x_prev + sigma * noise, x0
+    return x_prev + noise_std * noise, x0
 
 
-SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step}
-FORMS = ("eps", "mean")
-GUIDANCE = ("classifier", "cfg")
+SAMPLERS = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm++2m": DPMSolver2M("logsnr"),
+            "dpm++2m-t": DPMSolver2M("time")}
+LEGACY_OPTIONS = ("form", "null_class")
+
+
+def resolve_guidance(guidance, model, classifier=None, *, form: str = "eps", null_class: int | None = None) -> Guidance:
+    """The Guidance object for sample()'s arguments: an object passes through; the older call forms
+    (classifier=..., guidance="classifier"|"cfg", form=, null_class=) build the matching object."""
+    if isinstance(guidance, Guidance):
+        if classifier is not None:
+            raise ValueError("pass the classifier inside the guidance object, not also as classifier=")
+        return guidance
+    if guidance == "cfg":
+        return ClassifierFreeGuidance(null_class, class_count(model))
+    if guidance not in (None, "classifier"):
+        raise ValueError(f"unknown guidance {guidance!r}; pass a Guidance object, 'classifier' or 'cfg'")
+    if classifier is not None:
+        return ClassifierGuidance(classifier, form=form)
+    if form not in ("eps", "mean"):
+        raise ValueError(f"unknown guidance form {form!r}; choose one of ['eps', 'mean']")
+    return Unguided()
 
 
 @torch.no_grad()
@@ -59,87 +93,74 @@ def sample(
     schedule: NoiseSchedule,
     shape,
     *,
+    guidance: Guidance | str | None = None,
     classifier=None,
     y: torch.Tensor | None = None,
     scale: Scale = 0.0,
     steps: int | None = None,
     sampler: str = "ddpm",
     eta: float = 0.0,
-    form: str = "eps",
     clip_denoised: bool = False,
     generator: torch.Generator | None = None,
     device=None,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
     noise: torch.Tensor | None = None,
-    guidance: str = "classifier",
-    null_class: int | None = None,
+    **legacy,
 ) -> torch.Tensor:
     """Draw samples from an eps-model, optionally guided.
 
-    model(x_t, t) -> eps, classifier(x_t, t) -> logits, with `t` the ORIGINAL timestep index in
-    [0, T) also on respaced steps. `scale` is a float, a tensor [B] or a callable of t (see
-    `scale_schedule`). With guidance="cfg" the model is class-conditional, model(x_t, t, y) with
-    y = null_class meaning unconditional, and no classifier is used.
-    `callback(info)` is called after every step with the step's tensors, for diagnostics.
-    `noise` fixes x_T (else drawn from `generator`).
+    model(x_t, t) -> eps, with `t` the ORIGINAL timestep in [0, T) also on respaced steps.
+    `guidance` is a Guidance object (see guidance/); `classifier=clf` alone means classifier
+    guidance, eps form (form="mean" for guided-diffusion's mean shift), and guidance="cfg" with
+    null_class=... classifier-free guidance of a class-conditional model(x_t, t, y).
+    `y` holds the targets [B]; `scale` is a float, a tensor [B] or a callable of the original timestep
+    (see `scale_schedule`). `callback(info)` is called after every step with index, timestep, x, x0,
+    eps, scale, grad, log_prob and nfe. `noise` fixes x_T (else drawn from `generator`).
     """
+    unknown = set(legacy) - set(LEGACY_OPTIONS)
+    if unknown:
+        raise TypeError(f"sample() got unexpected keyword arguments {sorted(unknown)}")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
-    if form not in FORMS:
-        raise ValueError(f"unknown guidance form {form!r}; choose one of {list(FORMS)}")
-    if guidance not in GUIDANCE:
-        raise ValueError(f"unknown guidance {guidance!r}; choose one of {list(GUIDANCE)}")
-    if form == "mean" and sampler != "ddpm":
-        raise ValueError("form='mean' is defined for the ancestral sampler only; use form='eps' with DDIM")
+    guidance = resolve_guidance(guidance, model, classifier, **legacy)
     if not 0.0 <= eta:
         raise ValueError(f"eta must be >= 0, got {eta}")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= schedule.num_steps):
         raise ValueError(f"steps must be an int in [1, T={schedule.num_steps}], got {steps!r}")
-    run = schedule if steps is None or steps == schedule.num_steps else schedule.respace(steps)
+    if eta != 0 and getattr(SAMPLERS[sampler], "deterministic", False):
+        raise ValueError(f"sampler={sampler!r} solves the deterministic ODE; eta must be 0, got {eta}")
+    respace = getattr(SAMPLERS[sampler], "respace", NoiseSchedule.respace)  # the time grid a solver is made for
+    run = schedule if steps is None or steps == schedule.num_steps else respace(schedule, steps)
+    guidance.check(model=model, schedule=run, shape=tuple(shape), sampler=sampler)
 
     device = torch.device(device) if device is not None else _device_of(model)
     x = _initial_noise(shape, noise, generator, device)
     batch = x.shape[0]
     w_at = scale_schedule(scale, batch, device)
-    conditional = classifier is not None or guidance == "cfg"
-    if conditional:
-        y = _check_labels(y, batch, device, _num_classes(classifier, model, guidance, null_class, x, run))
-    if guidance == "cfg" and null_class is None:
-        raise ValueError("guidance='cfg' needs null_class, the label index the model treats as unconditional")
+    if guidance.needs_labels:
+        y = _check_labels(y, batch, device, guidance.num_classes)
 
-    step = SAMPLERS[sampler]
-    indices = range(run.num_steps - 1, -1, -1)
-    for i in _progress(indices, progress):
-        t = torch.full((batch,), int(run.timesteps[i]), dtype=torch.long, device=device)
-        w = w_at(int(run.timesteps[i]))
-        grad = log_p = None
-        if guidance == "cfg":
-            eps = _cfg_eps(model, x, t, y, null_class, w)
-        else:
-            eps = model(x, t)
-            if classifier is not None:
-                grad, log_p = classifier_grad(classifier, x, t, y)
-                if form == "eps":
-                    eps = guide_eps(eps, grad, w, run.sigma(torch.full_like(t, i), x))
-        mean_shift = None
-        if form == "mean" and grad is not None:
-            mean_shift = w.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))) * grad
-        x_next, x0 = step(
-            run, i, x, eps, _randn(x.shape, generator, device), clip_denoised=clip_denoised, mean_shift=mean_shift, eta=eta
-        )
+    step_fn = _step_function(sampler, run)
+    for index in _progress(range(run.num_steps - 1, -1, -1), progress):
+        timestep = int(run.timesteps[index])
+        state = GuidanceStep(model=model, schedule=run, x=x, index=index, scale=w_at(timestep), y=y,
+                             timestep=torch.full((batch,), timestep, dtype=torch.long, device=device))
+        out = guidance(state)
+        x_next, x0 = step_fn(run, index, x, out.eps, _randn(x.shape, generator, device), clip_denoised=clip_denoised,
+                             mean_shift=out.mean_shift, renoise_eps=out.renoise_eps, eta=eta)
         if callback is not None:
-            callback({"i": i, "t": t, "x": x, "x0": x0, "eps": eps, "scale": w, "grad": grad, "log_prob": log_p})
+            callback({"index": index, "timestep": state.timestep, "x": x, "x0": x0, "eps": out.eps,
+                      "scale": state.scale, "grad": out.grad, "log_prob": out.log_prob, "nfe": out.nfe})
         x = x_next
     return x
 
 
-def _cfg_eps(model, x, t, y, null_class, w):
-    """Both conditional passes in one batched forward."""
-    null = torch.full_like(y, null_class)
-    eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-    eps_cond, eps_uncond = eps.chunk(2)
-    return cfg_combine(eps_uncond, eps_cond, w)
+def _step_function(sampler: str, run: NoiseSchedule):
+    """The step of this sample() call. A multistep solver registered in SAMPLERS as an object with
+    `for_run(schedule) -> step` gets fresh state (its previous x0 predictions) for every call."""
+    step = SAMPLERS[sampler]
+    return step.for_run(run) if hasattr(step, "for_run") else step
 
 
 def _initial_noise(shape, noise, generator, device):
@@ -156,17 +177,6 @@ def _randn(shape, generator, device):
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
-def _num_classes(classifier, model, guidance, null_class, x, run) -> int:
-    net = classifier if guidance == "classifier" else model
-    n = getattr(net, "num_classes", None)
-    if n is None and guidance == "classifier":
-        t = torch.full((x.shape[0],), int(run.timesteps[-1]), dtype=torch.long, device=x.device)
-        n = classifier(x[:1], t[:1]).shape[-1]
-    if n is None:
-        return int(null_class) if null_class is not None else 2**62
-    return int(n)
-
-
 def _check_labels(y, batch, device, num_classes):
     if y is None:
         raise ValueError("y (target classes, LongTensor [B]) is required when guiding")
@@ -175,8 +185,10 @@ def _check_labels(y, batch, device, num_classes):
         y = y.expand(batch)
     if y.shape != (batch,) or y.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"y must be an integer tensor of shape [{batch}], got {tuple(y.shape)} {y.dtype}")
-    if (y < 0).any() or (y >= num_classes).any():
-        raise ValueError(f"y must lie in [0, num_classes={num_classes}), got values {y.min().item()}..{y.max().item()}")
+    if num_classes is not None:  # else checked against the classifier's logits at the first step
+        check_targets(y, num_classes)
+    elif (y < 0).any():
+        raise ValueError(f"y must lie in [0, num_classes), got values {y.min().item()}..{y.max().item()}")
     return y.long()
 
 

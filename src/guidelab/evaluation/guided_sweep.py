@@ -1,4 +1,5 @@
-"""One guided sweep: sample at every guidance scale in the same batches, then score each scale.
+"""One guided sweep: every method samples at every guidance scale from the same x_T, then each
+(method, scale) is scored.
 
 Shared by `GuidedSamplingCallback` (during classifier training) and `guidelab-sweep` (standalone).
 Under DDP each rank samples a shard; the metrics sync in compute(), so every rank must call `run_guided_sweep`.
@@ -6,54 +7,91 @@ Under DDP each rank samples a shard; the metrics sync in compute(), so every ran
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 from rich.progress import Progress
 
-from guidelab.diffusion import NoiseSchedule, sample
+from guidelab.diffusion import Guidance, GuidanceInterval, NoiseSchedule, sample
+from guidelab.diffusion.scale_schedules import SCALE_SCHEDULES, scheduled_scale
 from guidelab.metrics import QualityDiversityMetrics
 
+from .fast_nets import FastPath, with_fast_nets
+from .guidance_methods import SweepMethod
 from .result import SweepResult
 
 
 @dataclass
 class SweepSettings:
-    scales: list[float] = field(default_factory=lambda: [-1.0, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0])
-    samples_per_scale: int = 500
-    batch_size: int = 1024
-    sampler: str = "ddim"
-    steps: int | None = 50
-    eta: float = 0.0
-    form: str = "eps"
-    clip_denoised: bool = True
-    seed: int = 0
-    grid_size: int = 20
-    guidance: str = "classifier"  # classifier | cfg (classifier-free: the eps-model is class-conditional)
+    """How a sweep samples. No defaults here: they live in conf/sweep_settings/default.yaml, the one
+    source for guidelab-sweep and the callback (build with `SweepSettings.from_config`)."""
+
+    scales: list[float]
+    samples_per_scale: int
+    batch_size: int
+    sampler: str
+    steps: int | None
+    eta: float
+    clip_denoised: bool
+    seed: int
+    grid_size: int
+    scale_schedule: str  # constant | linear | cosine (diffusion/scale_schedules.py)
+    interval: list[int] | None  # [t_lo, t_hi]: every method guides only inside (GuidanceInterval)
+    fast_path: str  # auto | on | eager | off (fast_nets.py)
+
+    @classmethod
+    def from_config(cls, node) -> "SweepSettings":
+        values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+        if unknown or missing:
+            raise ValueError(f"sweep settings: unknown keys {unknown}, missing keys {missing} "
+                             "(compare conf/sweep_settings/default.yaml)")
+        return cls(**values)
 
     def __post_init__(self):
         self.scales = sorted(float(s) for s in self.scales)
         if not self.scales:
             raise ValueError("scales must list at least one guidance scale")
-        if any(s != s or s in (float("inf"), float("-inf")) for s in self.scales):
+        if any(not math.isfinite(s) for s in self.scales):
             raise ValueError(f"guidance scales must be finite, got {self.scales}")
         if len(set(self.scales)) != len(self.scales):
             raise ValueError(f"guidance scales must be distinct, got {self.scales}")
         if self.samples_per_scale < 4:
             raise ValueError("samples_per_scale must be >= 4 (precision/recall with k=3 needs k+1 samples), "
                              f"got {self.samples_per_scale}")
-        if self.guidance not in ("classifier", "cfg"):
-            raise ValueError(f"guidance must be 'classifier' or 'cfg', got {self.guidance!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        FastPath.choose(self.fast_path, "cpu")  # refuses an unknown name
+        if self.scale_schedule not in SCALE_SCHEDULES:
+            raise ValueError(f"scale_schedule must be one of {sorted(SCALE_SCHEDULES)}, got {self.scale_schedule!r}")
+        if self.interval is not None:
+            self.interval = [int(v) for v in self.interval]
+            if len(self.interval) != 2 or not 0 <= self.interval[0] <= self.interval[1]:
+                raise ValueError(f"interval must be [t_lo, t_hi] with 0 <= t_lo <= t_hi, got {self.interval}")
 
+    def check_steps(self, T: int, methods: dict[str, SweepMethod] | None = None) -> None:
+        """Respaced steps (shared, and each method's own) must fit the DDPM's schedule; checked before sampling."""
+        for name, steps in [("guidance", self.steps)] + [
+                (f"method.{m.name}", m.overrides["steps"]) for m in (methods or {}).values() if "steps" in m.overrides]:
+            if steps is not None and not 1 <= steps <= T:
+                raise ValueError(f"{name}.steps must be in [1, T={T}] of the DDPM, got {steps}")
+        if self.interval is not None and self.interval[0] >= T:
+            raise ValueError(f"guidance.interval={self.interval} starts beyond the DDPM's last timestep T-1={T - 1}")
 
-    def check_steps(self, T: int) -> None:
-        """Respaced steps must fit the DDPM's schedule; checked before any sampling."""
-        if self.steps is not None and not 1 <= self.steps <= T:
-            raise ValueError(f"guidance.steps must be in [1, T={T}] of the DDPM, got {self.steps}")
+    def scale_schedule_label(self) -> str:
+        """How w varies along the trajectory, e.g. 'constant' or 'cosine, t in [200, 800]'."""
+        interval = "" if self.interval is None else f", t in [{self.interval[0]}, {self.interval[1]}]"
+        return self.scale_schedule + interval
+
+    def for_method(self, method: SweepMethod) -> dict:
+        """sampler / steps / eta for one method: the shared values unless its node overrides them."""
+        return {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, **method.overrides}
 
 
 def metrics_with_real_set(eval_classifier, datamodule, num_classes: int, *, features: str, inception_weights,
@@ -76,27 +114,33 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 class _TrajectoryProbe:
-    """Accumulates, per sampling step and scale, the guidance gradient norm and p(target | x_t)."""
+    """Accumulates, per sampling step and scale, the guidance gradient norm and p(target | x_t) over the rows
+    the guide evaluated (rows whose scale is 0 at a step skip the classifier: log_prob NaN there; a (scale, step)
+    with no evaluated row reports None), and the network evaluations per sample of one method."""
 
-    def __init__(self, scale_index: torch.Tensor, num_scales: int, num_steps: int, device):
-        self.scale_index = scale_index
+    def __init__(self, num_scales: int, num_steps: int, device):
+        self.scale_index = torch.zeros(0, dtype=torch.long, device=device)
         self.t = [0] * num_steps
         self.sums = torch.zeros(2, num_scales, num_steps, dtype=torch.float64, device=device)
-        self.counts = torch.zeros(num_scales, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(num_scales, num_steps, dtype=torch.float64, device=device)
         self.step = 0
+        self.nfe = 0.0  # per sample, over the steps of one batch (the same for every batch)
 
     def start_batch(self, scale_index: torch.Tensor) -> None:
         self.scale_index = scale_index
         self.step = 0
-        self.counts.index_add_(0, scale_index, torch.ones_like(scale_index, dtype=torch.float64))
+        self.nfe = 0.0
 
     def __call__(self, info: dict) -> None:
-        if info["grad"] is not None:
-            norms = info["grad"].flatten(1).norm(dim=1).double()
-            probs = info["log_prob"].exp().double()
+        if info["grad"] is not None and info["log_prob"] is not None:
+            evaluated = torch.isfinite(info["log_prob"])
+            norms = torch.where(evaluated, info["grad"].flatten(1).norm(dim=1), 0.0).double()
+            probs = torch.where(evaluated, info["log_prob"].exp(), 0.0).double()
             self.sums[0, :, self.step].index_add_(0, self.scale_index, norms)
             self.sums[1, :, self.step].index_add_(0, self.scale_index, probs)
-        self.t[self.step] = int(info["t"][0])
+            self.counts[:, self.step].index_add_(0, self.scale_index, evaluated.double())
+        self.t[self.step] = int(info["timestep"][0])
+        self.nfe += float(info["nfe"])
         self.step += 1
 
     def summary(self, scales: list[float]) -> dict:
@@ -104,15 +148,47 @@ class _TrajectoryProbe:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums)
             dist.all_reduce(counts)
-        means = sums / counts.clamp(min=1)[None, :, None]
-        return {"t": self.t, "scales": scales, "grad_norm": means[0].tolist(), "p_target": means[1].tolist()}
+        means, evaluated = (sums / counts.clamp(min=1)).tolist(), (counts > 0).tolist()
+        kept = [[[m if seen else None for m, seen in zip(line, seen_line)] for line, seen_line in zip(metric, evaluated)]
+                for metric in means]
+        return {"t": self.t, "scales": scales, "grad_norm": kept[0], "p_target": kept[1]}
+
+
+@contextmanager
+def _frozen(*owners):
+    """No parameter gradients while sampling (the guidance gradient is w.r.t. x_t alone), so autograd keeps
+    nothing for weight gradients. Yields the set of ids of the nets that had trainable parameters (the
+    callback's classifier in training); restores requires_grad afterwards."""
+    nets = [net for owner in owners for net in _nets_in(owner)]
+    flags = {id(net): [p.requires_grad for p in net.parameters()] for net in nets}
+    trainable = {key for key, values in flags.items() if any(values)}
+    for net in nets:
+        net.requires_grad_(False)
+    try:
+        yield trainable
+    finally:
+        for net in nets:
+            for p, flag in zip(net.parameters(), flags[id(net)]):
+                p.requires_grad_(flag)
+
+
+def _nets_in(owner) -> list[torch.nn.Module]:
+    """The nn.Modules a model or guidance object holds (itself, its attributes, inner and part guidances)."""
+    if isinstance(owner, torch.nn.Module):
+        return [owner]
+    found = []
+    for value in vars(owner).values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (torch.nn.Module, Guidance)):
+                found += [net for net in _nets_in(item) if all(net is not seen for seen in found)]
+    return found
 
 
 def _plan(settings: SweepSettings, num_classes: int, image_shape, rank: int, world: int):
     """Every (scale, target, x_T) of the sweep, strided across ranks; targets cycle through the classes.
 
     x_T is drawn for the whole sweep from the seed before sharding, so a deterministic sampler
-    (DDIM, eta=0) gives the same samples whatever the number of ranks."""
+    (DDIM, eta=0) gives the same samples whatever the number of ranks; every method gets the same plan."""
     n = settings.samples_per_scale
     scale_index = torch.arange(len(settings.scales)).repeat_interleave(n)
     targets = torch.arange(n).remainder(num_classes).repeat(len(settings.scales))
@@ -120,9 +196,41 @@ def _plan(settings: SweepSettings, num_classes: int, image_shape, rank: int, wor
     return scale_index[rank::world], targets[rank::world], noise[rank::world]
 
 
+def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: SweepSettings, device, bar):
+    """All of one method's samples, the scales mixed in every batch; returns (images, probe, seconds)."""
+    scale_index, targets, x_T = plan
+    rank, _ = _rank_and_world()
+    options = settings.for_method(method)
+    scales = torch.tensor(settings.scales, device=device)
+    probe = _TrajectoryProbe(len(settings.scales), options["steps"] or schedule.num_steps, device)
+    generator = torch.Generator(device=device).manual_seed(settings.seed * 1000 + rank)
+    size = settings.batch_size
+    chunks = list(zip(scale_index.split(size), targets.split(size), x_T.split(size)))
+    task = bar.add_task(f"guided sampling: {method.name}", total=len(chunks))
+    images = []
+    start = time.perf_counter()
+    fast = FastPath.choose(settings.fast_path, device)
+    guidance = method.guidance if settings.interval is None else GuidanceInterval(method.guidance, *settings.interval)
+    with _frozen(method.model, guidance) as trainable:
+        model, guidance = with_fast_nets((method.model, guidance), fast, trainable)
+        for chunk_scale, chunk_y, chunk_noise in chunks:
+            chunk_scale, chunk_y = chunk_scale.to(device), chunk_y.to(device)
+            probe.start_batch(chunk_scale)
+            x = sample(model, schedule, (len(chunk_y), *image_shape), guidance=guidance, y=chunk_y,
+                       scale=scheduled_scale(scales[chunk_scale], settings.scale_schedule, schedule.T),
+                       clip_denoised=settings.clip_denoised, generator=generator,
+                       device=device, callback=probe, noise=chunk_noise, **options)
+            images.append(x.clamp(-1, 1))
+            bar.advance(task)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    images = torch.cat(images) if images else torch.empty(0, *image_shape, device=device)
+    return images, probe, seconds
+
+
 def run_guided_sweep(
-    eps_model,
-    classifier,
+    methods: dict[str, SweepMethod],
     schedule: NoiseSchedule,
     image_shape,
     num_classes: int,
@@ -131,62 +239,45 @@ def run_guided_sweep(
     device=None,
     progress: bool = True,
 ) -> SweepResult:
-    """Sample `samples_per_scale` images at each scale (scales mixed in every batch through per-sample
-    scales) and compute fid / accuracy / precision / recall per scale with `metrics`
-    (a QualityDiversityMetrics whose real set is already added).
-
-    With settings.guidance="cfg", `eps_model` is class-conditional (model(x, t, y), y = num_classes
-    meaning unconditional) and `classifier` is ignored."""
-    device = torch.device(device) if device is not None else next(eps_model.parameters()).device
+    """Sample `samples_per_scale` images at each scale with every method (the same x_T per (scale, target)
+    for all of them) and compute fid / accuracy / precision / recall per (method, scale) with `metrics`
+    (a QualityDiversityMetrics whose real set is already added). Rows also carry each method's network
+    evaluations per sample and seconds per sample."""
+    first = next(iter(methods.values()))
+    device = torch.device(device) if device is not None else next(first.model.parameters()).device
     rank, world = _rank_and_world()
-    scales = torch.tensor(settings.scales, device=device)
-    scale_index, targets, x_T = _plan(settings, num_classes, image_shape, rank, world)
-    num_steps = settings.steps or schedule.num_steps
-    probe = _TrajectoryProbe(scale_index[:0].to(device), len(settings.scales), num_steps, device)
-    generator = torch.Generator(device=device).manual_seed(settings.seed * 1000 + rank)
-
-    images = []
-    start = time.perf_counter()
-    size = settings.batch_size
-    chunks = list(zip(scale_index.split(size), targets.split(size), x_T.split(size)))
-    with Progress(disable=not progress or rank != 0, transient=True) as bar:
-        task = bar.add_task("guided sampling", total=len(chunks))
-        for chunk_scale, chunk_y, chunk_noise in chunks:
-            chunk_scale, chunk_y = chunk_scale.to(device), chunk_y.to(device)
-            probe.start_batch(chunk_scale)
-            x = sample(
-                eps_model, schedule, (len(chunk_y), *image_shape), y=chunk_y,
-                classifier=classifier if settings.guidance == "classifier" else None,
-                guidance=settings.guidance, null_class=num_classes,
-                scale=scales[chunk_scale], steps=settings.steps, sampler=settings.sampler, eta=settings.eta,
-                form=settings.form, clip_denoised=settings.clip_denoised, generator=generator, device=device,
-                callback=probe, noise=chunk_noise,
-            )
-            images.append(x.clamp(-1, 1))
-            bar.advance(task)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    sampling_s = time.perf_counter() - start
-    images = torch.cat(images) if images else torch.empty(0, *image_shape, device=device)
-
-    rows, grids = [], {}
-    metrics_start = time.perf_counter()
+    plan = _plan(settings, num_classes, image_shape, rank, world)
+    scale_index, targets = plan[0].to(device), plan[1].to(device)
     total_samples = settings.samples_per_scale * len(settings.scales)
-    for k, w in enumerate(settings.scales):
-        mine = scale_index.to(device) == k
-        metrics.reset_fake()
-        metrics.update_fake(images[mine], targets.to(device)[mine])
-        row = {"scale": w, **metrics.compute()}
-        row["samples_per_s"] = total_samples / sampling_s if sampling_s > 0 else float("nan")
-        row["num_samples"] = settings.samples_per_scale
-        rows.append(row)
-        grids[w] = images[mine][: settings.grid_size].cpu()
-    metrics_s = time.perf_counter() - metrics_start
 
+    rows, grids, trajectory, per_method = [], {}, {}, {}
+    sampling_s = metrics_s = 0.0
+    with Progress(disable=not progress or rank != 0, transient=True) as bar:
+        for name, method in methods.items():
+            images, probe, seconds = _sample_method(method, schedule, image_shape, plan, settings, device, bar)
+            sampling_s += seconds
+            cost = {"nfe_per_sample": probe.nfe, "s_per_sample": seconds / total_samples * world,
+                    "samples_per_s": total_samples / seconds if seconds > 0 else float("nan")}
+            metrics_start = time.perf_counter()
+            grids[name] = {}
+            for k, w in enumerate(settings.scales):
+                mine = scale_index == k
+                metrics.reset_fake()
+                metrics.update_fake(images[mine], targets[mine])
+                rows.append({"method": name, "scale": w, **metrics.compute(), **cost,
+                             "num_samples": settings.samples_per_scale,
+                             "scale_schedule": settings.scale_schedule_label()})
+                grids[name][w] = images[mine][: settings.grid_size].cpu()
+            metrics_s += time.perf_counter() - metrics_start
+            trajectory[name] = probe.summary(settings.scales)
+            per_method[name] = {"sampling_s": seconds, **cost, **settings.for_method(method),
+                                "guidance": method.guidance.describe(),
+                                "fast": FastPath.choose(settings.fast_path, device).describe()}
+
+    total = total_samples * len(methods)
     timings = {"sampling_s": sampling_s, "metrics_s": metrics_s, "total_s": sampling_s + metrics_s,
-               "samples_per_s": total_samples / sampling_s if sampling_s > 0 else float("nan"),
-               "world_size": world}
-    info = {**asdict(settings), "steps": num_steps, "T": schedule.T, "schedule": schedule.kind,
-            "features": getattr(metrics, "features_kind", None)}
-    return SweepResult(rows=rows, settings=info, timings=timings, grids=grids,
-                       trajectory=probe.summary(settings.scales))
+               "samples_per_s": total / sampling_s if sampling_s > 0 else float("nan"), "world_size": world}
+    info = {**asdict(settings), "steps": settings.steps or schedule.num_steps, "T": schedule.T,
+            "schedule": schedule.kind, "features": getattr(metrics, "features_kind", None),
+            "methods": per_method}
+    return SweepResult(rows=rows, settings=info, timings=timings, grids=grids, trajectory=trajectory)

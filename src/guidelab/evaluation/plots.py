@@ -41,8 +41,8 @@ def _points(rows: list[dict], x_key: str, y_key: str) -> tuple[list[float], list
     return _finite_pairs([r.get(x_key) for r in rows], [r.get(y_key) for r in rows], [r["scale"] for r in rows])
 
 
-def _finish(fig, path) -> plt.Figure:
-    fig.tight_layout()
+def _finish(fig, path, rect=(0, 0, 1, 1)) -> plt.Figure:
+    fig.tight_layout(rect=rect)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,39 +55,70 @@ def _no_data(ax) -> None:
     ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
-def _parametric(ax, rows, x_key, y_key, title) -> None:
-    """A curve through the sweep in scale order, each point labelled with its scale."""
-    xs, ys, scales = _points(rows, x_key, y_key)
-    if not xs:
+def by_method(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by their `method` (rows without one form the group ""), each group in scale order."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get("method", "")), []).append(row)
+    return {name: sorted(group, key=lambda row: row["scale"]) for name, group in groups.items()}
+
+
+def method_label(name: str, rows: list[dict]) -> str:
+    """A legend entry: the method and its cost (network evaluations and milliseconds per sample)."""
+    cost = []
+    if _finite(rows[0].get("nfe_per_sample")):
+        cost.append(f"{rows[0]['nfe_per_sample']:g} NFE")
+    if _finite(rows[0].get("s_per_sample")):
+        cost.append(f"{1000 * rows[0]['s_per_sample']:.3g} ms/sample")
+    return f"{name or 'guidance'}" + (f" ({', '.join(cost)})" if cost else "")
+
+
+def _parametric(ax, groups, x_key, y_key, title) -> None:
+    """One curve per method through the sweep in scale order, each point labelled with its scale."""
+    drawn = False
+    for name, rows in groups.items():
+        xs, ys, scales = _points(rows, x_key, y_key)
+        drawn = drawn or bool(xs)
+        (line,) = ax.plot(xs, ys, "o-", label=method_label(name, rows))
+        for x, y, scale in zip(xs, ys, scales):
+            ax.annotate(f"{scale:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=line.get_color())
+    if not drawn:
         _no_data(ax)
-    ax.plot(xs, ys, "o-", color="tab:purple")
-    for x, y, scale in zip(xs, ys, scales):
-        ax.annotate(f"w={scale:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set(title=title, xlabel=METRIC_LABELS[x_key], ylabel=METRIC_LABELS[y_key])
     ax.grid(True, alpha=0.3)
 
 
 def plot_quality_diversity(rows: list[dict], path=None, title=None) -> plt.Figure:
-    """Every metric against guidance scale, plus the FID-accuracy and precision-recall trade-off curves.
+    """Every metric against guidance scale, plus the FID-accuracy and precision-recall trade-off curves,
+    one curve per method (legend: the method's network evaluations and time per sample).
 
     Rows that also hold `<metric>_std` (aggregates over seeds) get that spread as error bars."""
-    rows = sorted(rows, key=lambda row: row["scale"])
+    groups = by_method(rows)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     metric_axes = [axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]]
     for ax, metric in zip(metric_axes, METRICS):
-        xs, ys, _ = _points(rows, "scale", metric)
-        if not xs:
+        drawn = False
+        for name, group in groups.items():
+            xs, ys, _ = _points(group, "scale", metric)
+            drawn = drawn or bool(xs)
+            spread = [r.get(f"{metric}_std") for r in group if _finite(r.get(metric))]
+            if spread and all(_finite(v) for v in spread):
+                ax.errorbar(xs, ys, yerr=spread, fmt="o-", capsize=3, label=name or None)
+            else:
+                ax.plot(xs, ys, "o-", label=name or None)
+        if not drawn:
             _no_data(ax)
-        spread = [r.get(f"{metric}_std") for r in rows if _finite(r.get(metric))]
-        if spread and all(_finite(v) for v in spread):
-            ax.errorbar(xs, ys, yerr=spread, fmt="o-", capsize=3)
-        else:
-            ax.plot(xs, ys, "o-")
         ax.set(title=f"{metric} vs guidance scale", xlabel="guidance scale w", ylabel=METRIC_LABELS[metric])
         ax.grid(True, alpha=0.3)
-    _parametric(axes[0, 2], rows, "accuracy", "fid", "FID vs accuracy (fidelity trade-off)")
-    _parametric(axes[1, 2], rows, "recall", "precision", "precision vs recall (quality vs diversity)")
-    fig.suptitle(title or "Classifier guidance: quality-diversity trade-off across scales")
+    _parametric(axes[0, 2], groups, "accuracy", "fid", "FID vs accuracy (fidelity trade-off)")
+    _parametric(axes[1, 2], groups, "recall", "precision", "precision vs recall (quality vs diversity)")
+    default = ("Guidance methods" if len(groups) > 1 else "Classifier guidance") + ": quality-diversity trade-off"
+    fig.suptitle(title or default + " across scales")
+    if len(groups) > 1 or any(name for name in groups):  # one legend under the panels: method and its cost
+        columns = min(len(groups), 3)
+        fig.legend(*axes[0, 2].get_legend_handles_labels(), loc="lower center", ncol=columns, fontsize=8)
+        return _finish(fig, path, rect=(0, 0.035 * math.ceil(len(groups) / columns) + 0.01, 1, 1))
     return _finish(fig, path)
 
 

@@ -14,10 +14,12 @@ from rich.console import Console
 from rich.table import Table
 from torchvision.utils import save_image
 
-from .plots import image_grid, plot_grids, plot_quality_diversity, plot_trajectory
+from .plots import by_method, image_grid, plot_grids, plot_quality_diversity, plot_trajectory
 from .result import METRICS, SweepResult
 
-TABLE_COLUMNS = ("scale", *METRICS, "samples_per_s")
+TABLE_COLUMNS = ("method", "scale", *METRICS, "nfe_per_sample", "s_per_sample", "samples_per_s")
+TABLE_HEADERS = ("method", "scale", "FID ↓", "accuracy ↑", "precision ↑", "recall ↑", "NFE/sample", "ms/sample",
+                 "samples/s")
 # the metric each "best" summary entry maximises (True) or minimises (False)
 HIGHER_IS_BETTER = {"fid": False, "accuracy": True, "precision": True, "recall": True}
 
@@ -48,8 +50,14 @@ def scale_tag(scale) -> str:
     return str(float(scale))
 
 
+def method_tag(method: str) -> str:
+    """How a method appears in file names: characters other than letters, digits, - and _ become _."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in method) or "guidance"
+
+
 def write_report(result: SweepResult, out_dir) -> dict[str, Path]:
-    """Write quality_diversity.json and the PNG figures into out_dir; return their paths keyed by file name."""
+    """Write quality_diversity.json, the curves of every method (quality_diversity.png) and, per method,
+    its trajectory and sample grids into out_dir; return their paths keyed by file name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -61,28 +69,41 @@ def write_report(result: SweepResult, out_dir) -> dict[str, Path]:
     with open(target("quality_diversity.json"), "w") as f:
         json.dump(_jsonable(result.to_json()), f, indent=2, allow_nan=False)
     plot_quality_diversity(result.rows, target("quality_diversity.png"))
-    if result.trajectory and result.trajectory.get("t"):
-        plot_trajectory(result.trajectory, target("guidance_trajectory.png"))
-    grids = {scale: images for scale, images in result.grids.items() if images.numel()}
-    if grids:
-        plot_grids(grids, target("samples.png"))
-        for scale, images in sorted(grids.items()):
-            save_image(image_grid(images), target(f"samples_w{scale_tag(scale)}.png"))
+    for method, trajectory in result.trajectory.items():
+        if trajectory.get("t") and any(any(v) for v in trajectory["grad_norm"]):
+            plot_trajectory(trajectory, target(f"guidance_trajectory_{method_tag(method)}.png"))
+    for method, by_scale in result.grids.items():
+        grids = {scale: images for scale, images in by_scale.items() if images.numel()}
+        if grids:
+            plot_grids(grids, target(f"samples_{method_tag(method)}.png"))
+            for scale, images in sorted(grids.items()):
+                save_image(image_grid(images), target(f"samples_{method_tag(method)}_w{scale_tag(scale)}.png"))
     return paths
 
 
 def _format(value) -> str:
+    if isinstance(value, str):
+        return value
     value = _finite_or_none(value)
     return "–" if value is None else f"{value:.4g}"
 
 
+def _cells(row: dict) -> list:
+    """A row's values in TABLE_COLUMNS order, seconds per sample shown in milliseconds."""
+    cells = [row.get(column) for column in TABLE_COLUMNS]
+    seconds = _finite_or_none(row.get("s_per_sample"))
+    cells[TABLE_COLUMNS.index("s_per_sample")] = None if seconds is None else 1000 * seconds
+    return cells
+
+
 def print_table(rows: list[dict], console: Console | None = None) -> None:
-    """Print one line per guidance scale with its metrics and throughput."""
+    """Print one line per (method, guidance scale) with its metrics and cost."""
     table = Table(title="guided sampling across scales")
-    for header in ("scale", "FID ↓", "accuracy ↑", "precision ↑", "recall ↑", "samples/s"):
-        table.add_column(header, justify="right")
-    for row in sorted(rows, key=lambda row: row["scale"]):
-        table.add_row(*(_format(row.get(column)) for column in TABLE_COLUMNS))
+    for header in TABLE_HEADERS:
+        table.add_column(header, justify="left" if header == "method" else "right")
+    for group in by_method(rows).values():
+        for row in group:
+            table.add_row(*(_format(cell) for cell in _cells(row)))
     (console or Console()).print(table)
 
 
@@ -106,44 +127,65 @@ def _grid_image(images: torch.Tensor, caption: str):
 
 
 def _best(rows: list[dict], prefix: str) -> dict:
-    """Best value of every metric across scales, and the scale reaching it."""
+    """Best value of every metric across scales, and the scale reaching it, per method
+    (`{prefix}/{method}/best_fid`); with one method also as `{prefix}/best_fid`."""
     summary = {}
-    for metric, higher in HIGHER_IS_BETTER.items():
-        scored = [(row[metric], row["scale"]) for row in rows if _finite_or_none(row.get(metric)) is not None]
-        if scored:
-            value, scale = max(scored) if higher else min(scored)
-            summary[f"{prefix}/best_{metric}"] = float(value)
-            summary[f"{prefix}/best_{metric}_scale"] = float(scale)
+    groups = by_method(rows)
+    for name, group in groups.items():
+        keys = [f"{prefix}/{name}" if name else prefix] + ([prefix] if len(groups) == 1 and name else [])
+        for metric, higher in HIGHER_IS_BETTER.items():
+            scored = [(row[metric], row["scale"]) for row in group if _finite_or_none(row.get(metric)) is not None]
+            if scored:
+                value, scale = max(scored) if higher else min(scored)
+                for key in keys:
+                    summary[f"{key}/best_{metric}"] = float(value)
+                    summary[f"{key}/best_{metric}_scale"] = float(scale)
     return summary
 
 
-def _wandb_payload(result: SweepResult, prefix: str) -> dict:
+def _table(rows: list[dict]):
     import wandb
 
-    rows = sorted(result.rows, key=lambda row: row["scale"])
-    table = wandb.Table(columns=list(TABLE_COLUMNS),
-                        data=[[_finite_or_none(row.get(column)) for column in TABLE_COLUMNS] for row in rows])
-    payload = {f"{prefix}/table": table}
-    for metric in (*METRICS, "samples_per_s"):
-        payload[f"{prefix}/{metric}_vs_scale"] = wandb.plot.line(
-            table, "scale", metric, title=f"{metric} vs guidance scale")
-    payload[f"{prefix}/fid_vs_accuracy"] = wandb.plot.scatter(table, "accuracy", "fid", title="FID vs accuracy")
-    payload[f"{prefix}/precision_vs_recall"] = wandb.plot.scatter(
-        table, "recall", "precision", title="precision vs recall")
-    for scale, images in sorted(result.grids.items()):
-        if images.numel():
-            payload[f"{prefix}/samples/w={scale_tag(scale)}"] = _grid_image(images, f"w = {float(scale):g}")
-    payload[f"{prefix}/curves"] = _figure_image(plot_quality_diversity(rows))
+    columns = [*TABLE_COLUMNS, "scale_schedule"]  # how w varied along the trajectory (constant, cosine, interval)
+    return wandb.Table(columns=columns,
+                       data=[[value if isinstance(value, str) else _finite_or_none(value) for value in
+                              (row.get(column) for column in columns)] for row in rows])
 
-    trajectory = result.trajectory
-    if trajectory and trajectory.get("t"):
+
+def _wandb_payload(result: SweepResult, prefix: str) -> dict:
+    """The whole sweep for one W&B history row: the table of every (method, scale), the curves of all
+    methods (one figure), per method its line charts, trajectory and a sample grid per scale."""
+    import wandb
+
+    groups = by_method(result.rows)
+    payload = {f"{prefix}/table": _table([row for group in groups.values() for row in group]),
+               f"{prefix}/curves": _figure_image(plot_quality_diversity(result.rows))}
+    for name, rows in groups.items():
+        key = f"{prefix}/{name}" if name else prefix
+        table = _table(rows)
+        for metric in (*METRICS, "samples_per_s"):
+            payload[f"{key}/{metric}_vs_scale"] = wandb.plot.line(
+                table, "scale", metric, title=f"{name}: {metric} vs guidance scale")
+        payload[f"{key}/fid_vs_accuracy"] = wandb.plot.scatter(table, "accuracy", "fid", title=f"{name}: FID vs accuracy")
+        payload[f"{key}/precision_vs_recall"] = wandb.plot.scatter(
+            table, "recall", "precision", title=f"{name}: precision vs recall")
+    for name, by_scale in result.grids.items():
+        for scale, images in sorted(by_scale.items()):
+            if images.numel():
+                payload[f"{prefix}/samples/{name}/w={scale_tag(scale)}"] = _grid_image(
+                    images, f"{name}, w = {float(scale):g}")
+
+    for name, trajectory in result.trajectory.items():
+        if not (trajectory.get("t") and any(any(v) for v in trajectory["grad_norm"])):
+            continue
         keys = [f"w={scale_tag(scale)}" for scale in trajectory["scales"]]
-        for name, series, title in (("grad_norm", trajectory["grad_norm"], "mean guidance-gradient norm vs t"),
-                                    ("p_target", trajectory["p_target"], "guide's p(target | x_t) vs t")):
+        for series_name, series, title in (
+                ("grad_norm", trajectory["grad_norm"], "mean guidance-gradient norm vs t"),
+                ("p_target", trajectory["p_target"], "guide's p(target | x_t) vs t")):
             ys = [[_finite_or_none(value) for value in line] for line in series]
-            payload[f"{prefix}/{name}_vs_t"] = wandb.plot.line_series(
-                xs=list(trajectory["t"]), ys=ys, keys=keys, title=title, xname="t")
-        payload[f"{prefix}/trajectory"] = _figure_image(plot_trajectory(trajectory))
+            payload[f"{prefix}/{name}/{series_name}_vs_t"] = wandb.plot.line_series(
+                xs=list(trajectory["t"]), ys=ys, keys=keys, title=f"{name}: {title}", xname="t")
+        payload[f"{prefix}/{name}/trajectory"] = _figure_image(plot_trajectory(trajectory))
     return payload
 
 
@@ -168,11 +210,12 @@ def log_to_wandb(result: SweepResult, run, step: int | None = None, prefix: str 
 
 
 def log_to_loggers(result: SweepResult, loggers, step: int | None = None, prefix: str = "guidance") -> None:
-    """W&B loggers get the full report; any other Lightning logger gets `{prefix}/{metric}_w{scale}` scalars."""
+    """W&B loggers get the full report; any other Lightning logger gets `{prefix}/{method}/{metric}_w{scale}`
+    scalars (`{prefix}/{metric}_w{scale}` for rows without a method)."""
     from pytorch_lightning.loggers import WandbLogger
 
     scalars = {
-        f"{prefix}/{metric}_w{scale_tag(row['scale'])}": float(row[metric])
+        f"{prefix}/{row['method'] + '/' if row.get('method') else ''}{metric}_w{scale_tag(row['scale'])}": float(row[metric])
         for row in result.rows for metric in METRICS if _finite_or_none(row.get(metric)) is not None
     }
     for logger in loggers or []:

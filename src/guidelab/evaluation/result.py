@@ -1,4 +1,4 @@
-"""What one guided sweep across scales produces; written to quality_diversity.json and logged to W&B."""
+"""What one guided sweep produces; written to quality_diversity.json and logged to W&B."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ METRICS = ("fid", "accuracy", "precision", "recall")
 
 @dataclass
 class SweepResult:
-    # one dict per guidance scale, ascending: scale, fid, accuracy, precision, recall, samples_per_s, num_samples
+    # one dict per (method, guidance scale), methods in sweep order, scales ascending: method, scale, fid,
+    # accuracy, precision, recall, nfe_per_sample (network evaluations: forward passes, a backward pass
+    # counting as one), s_per_sample (sampling seconds per sample on one rank), samples_per_s, num_samples
     rows: list[dict]
-    # sampler settings: sampler, steps, eta, form, clip_denoised, samples_per_scale, seed, features, ...
+    # sampler settings: sampler, steps, eta, clip_denoised, samples_per_scale, seed, features, ..., and
+    # "methods": method -> {its guidance settings, sampler/steps/eta, sampling_s, nfe_per_sample, s_per_sample}
     settings: dict
-    # wall-clock seconds: sampling_s, metrics_s, total_s, and overall samples_per_s
+    # wall-clock seconds over all methods: sampling_s, metrics_s, total_s, and overall samples_per_s
     timings: dict
-    # scale -> a few generated images [n, C, H, W] in [-1, 1]; targets cycle through the classes
-    grids: dict[float, torch.Tensor] = field(default_factory=dict)
-    # where guidance acts, per sampling step (noisiest first): {"t": [T-1 ... 0] original timesteps,
+    # method -> scale -> a few generated images [n, C, H, W] in [-1, 1]; targets cycle through the classes
+    grids: dict[str, dict[float, torch.Tensor]] = field(default_factory=dict)
+    # method -> where guidance acts, per sampling step (noisiest first): {"t": original timesteps,
     #  "scales": [...], "grad_norm": [[per step] per scale], "p_target": [[per step] per scale]}
     trajectory: dict = field(default_factory=dict)
 

@@ -1,0 +1,230 @@
+"""Guided sampling throughput: the textbook loop against guidelab's sweep, same nets, same process.
+
+    python experiments/benchmarks/guided_sweep.py            # GPU: CIFAR-10 preset UNet + encoder_cifar10
+    python experiments/benchmarks/guided_sweep.py --quick    # CPU, tiny (digits) nets, < 2 minutes
+
+Nets come from conf/net/unet_cifar10.yaml and encoder_cifar10.yaml (random weights, eval mode, frozen).
+The textbook loop is the one of ../shared/reference (classifier-guided DDPM: eps from the model, grad of
+log_softmax from the classifier, eps - w sqrt(1 - abar) grad, posterior-mean update), fp32 eager, one scale
+per call. Per-sample rates are compared: the slower paths run on fewer samples than the fast ones (said in
+the output). Every path samples `--steps` respaced steps; DPM-Solver++(2M) runs at `--solver-steps`.
+Prints a table and writes it as JSON (--out) with the device, versions and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from guidelab.apps.config import compose_config
+from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
+from guidelab.evaluation.fast_nets import FastPath
+from guidelab.evaluation.guidance_methods import SweepMethod
+from guidelab.evaluation.guided_sweep import SweepSettings, run_guided_sweep
+
+NET_DIR = Path(__file__).resolve().parents[2] / "src" / "guidelab" / "conf" / "net"
+SCALES = [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
+
+
+class NoMetrics:
+    """The sweep's metrics interface doing nothing: the benchmark times sampling only."""
+
+    def reset_fake(self):
+        pass
+
+    def update_fake(self, images, targets):
+        pass
+
+    def compute(self):
+        return {}
+
+
+def build_nets(preset: str, device):
+    """(eps-model, classifier, image_shape) from the net configs, random weights, eval, frozen."""
+    shape = (3, 32, 32) if preset == "cifar10" else (1, 8, 8)
+    size = dict(image_size=shape[-1], in_channels=shape[0])
+    torch.manual_seed(0)
+    unet = instantiate(OmegaConf.load(NET_DIR / f"unet_{preset}.yaml"), **size)
+    classifier = instantiate(OmegaConf.load(NET_DIR / f"encoder_{preset}.yaml"), **size, num_classes=10)
+    return (unet.to(device).eval().requires_grad_(False), classifier.to(device).eval().requires_grad_(False), shape)
+
+
+def textbook_sample(model, classifier, schedule: NoiseSchedule, shape, target: int, scale: float, device):
+    """The reference's classifier-guided DDPM loop (one scale for the whole batch), on a respaced schedule."""
+    betas = schedule.betas.float().to(device)
+    alphas_cumprod = schedule.alphas_cumprod.float().to(device)
+    x = torch.randn(shape, device=device)
+    y = torch.full((shape[0],), target, device=device)
+    for i in reversed(range(schedule.num_steps)):
+        t = torch.full((shape[0],), int(schedule.timesteps[i]), device=device)
+        with torch.no_grad():
+            eps_uncond = model(x, t)
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            log_probs = F.log_softmax(classifier(x_in, t), dim=-1)
+            grad = torch.autograd.grad(log_probs[torch.arange(len(y)), y].sum(), x_in)[0]
+        alpha_bar = alphas_cumprod[i]
+        eps = eps_uncond - scale * torch.sqrt(1 - alpha_bar) * grad
+        x0 = (x - torch.sqrt(1 - alpha_bar) * eps) / torch.sqrt(alpha_bar)
+        if i > 0:
+            alpha_bar_prev = alphas_cumprod[i - 1]
+            coef1 = betas[i] * torch.sqrt(alpha_bar_prev) / (1 - alpha_bar)
+            coef2 = (1 - alpha_bar_prev) * torch.sqrt(1 - betas[i]) / (1 - alpha_bar)
+            var = betas[i] * (1 - alpha_bar_prev) / (1 - alpha_bar)
+            x = coef1 * x0 + coef2 * x + torch.sqrt(var) * torch.randn_like(x)
+        else:
+            x = x0
+    return x
+
+
+def settings_from_config(**overrides) -> SweepSettings:
+    """The shipped sweep settings (conf/sweep_settings/default.yaml) with `overrides`."""
+    shipped = compose_config("sweep", ["ddpm_checkpoint=-", "eval_classifier_checkpoint=-"]).guidance
+    return SweepSettings.from_config({**OmegaConf.to_container(shipped, resolve=True), **overrides})
+
+
+class Meter:
+    """Wall time and peak memory (CUDA allocator; nothing on CPU) of one measured block."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds = time.perf_counter() - self.start
+        self.peak_gib = (torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda"
+                         else None)
+
+
+def run_textbook(model, classifier, schedule, shape, batch, scales, device):
+    with Meter(device) as meter:
+        for k, w in enumerate(scales):
+            textbook_sample(model, classifier, schedule, (batch, *shape), k % 10, w, device)
+    return {"samples": batch * len(scales), "seconds": meter.seconds, "peak_gib": meter.peak_gib}
+
+
+def run_sweep(model, classifier, schedule, shape, settings, device):
+    methods = {"classifier": SweepMethod("classifier", ClassifierGuidance(classifier), model)}
+    with Meter(device) as meter:
+        result = run_guided_sweep(methods, schedule, shape, 10, NoMetrics(), settings, device=device, progress=False)
+    samples = settings.samples_per_scale * len(settings.scales)
+    return {"samples": samples, "seconds": result.timings["sampling_s"], "peak_gib": meter.peak_gib}
+
+
+def step_cost(model, classifier, schedule, shape, batch, fast_path, device, steps):
+    """Milliseconds per sampling step, unguided (scale 0: no classifier) and guided (scale 1), one batch."""
+    path = FastPath.choose(fast_path, device)
+    wrapped_model, wrapped_classifier = path.wrap(model), path.wrap(classifier)
+    out = {}
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    for name, w in (("unguided", 0.0), ("guided", 1.0)):
+        run = lambda n: sample(wrapped_model, schedule, (batch, *shape), classifier=wrapped_classifier, y=y, scale=w,
+                               steps=n, sampler="ddim", device=device)
+        run(2)  # warm-up (and compilation)
+        with Meter(device) as meter:
+            run(steps)
+        out[f"{name}_ms"] = 1000 * meter.seconds / steps
+    out["guided_over_unguided"] = out["guided_ms"] / out["unguided_ms"]
+    return out
+
+
+def environment(device) -> dict:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+           "device": str(device), "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    return env
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CPU, tiny digits nets, few samples (< 2 minutes)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (50; --quick 10)")
+    parser.add_argument("--solver-steps", type=int, default=None, help="DPM-Solver++ steps (20; --quick 4)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size of every path (512; --quick 32)")
+    parser.add_argument("--out", type=Path, default=Path("guided_sweep_benchmark.json"))
+    args = parser.parse_args(argv)
+
+    device = torch.device("cpu" if args.quick or not torch.cuda.is_available() else "cuda")
+    preset = "digits" if args.quick else "cifar10"
+    batch = args.batch or (32 if args.quick else 512)
+    args.steps = args.steps or (10 if args.quick else 50)
+    args.solver_steps = args.solver_steps or (4 if args.quick else 20)
+    # samples per scale: the fast paths sample all 8 scales x batch; the slow ones fewer (rates compared)
+    slow_per_scale, fast_per_scale = (batch // 4, batch // 2) if args.quick else (batch // 8, batch)
+    model, classifier, shape = build_nets(preset, device)
+    schedule = NoiseSchedule.linear(1000)
+    run_schedule = schedule.respace(args.steps)
+    fast_mode = "on" if device.type == "cuda" else "eager"  # torch.compile on CPU costs minutes of warm-up
+    print(f"device {device} ({environment(device).get('gpu', platform.processor() or 'cpu')}), nets {preset}, "
+          f"batch {batch}, {args.steps} steps, scales {SCALES}", flush=True)
+
+    def settings(per_scale, fast_path, sampler="ddim", steps=args.steps, scales=SCALES):
+        return settings_from_config(scales=scales, samples_per_scale=per_scale, batch_size=batch, sampler=sampler,
+                                    steps=steps, clip_denoised=True, fast_path=fast_path)
+
+    rows = {}
+    textbook_scales = SCALES[2:3]  # w = 1: its cost does not depend on the scale
+    rows["textbook loop (fp32 eager, one scale per call)"] = run_textbook(
+        model, classifier, run_schedule, shape, batch, textbook_scales, device)
+    rows["sweep, exact (fp32 eager)"] = run_sweep(model, classifier, schedule, shape,
+                                                  settings(slow_per_scale, "off"), device)
+    rows["sweep, bf16 + channels_last, eager"] = run_sweep(model, classifier, schedule, shape,
+                                                           settings(slow_per_scale, "eager"), device)
+    if fast_mode == "on":
+        warm = time.perf_counter()  # compile for the batches the runs below see: all rows at w=0, none at w=0
+        run_sweep(model, classifier, schedule, shape, settings(batch, "on", steps=2, scales=[0.0, 1.0]), device)
+        print(f"torch.compile warm-up {time.perf_counter() - warm:.0f} s", flush=True)
+        rows["sweep, bf16 + channels_last + compile (default on GPU)"] = run_sweep(
+            model, classifier, schedule, shape, settings(fast_per_scale, "on"), device)
+    rows[f"sweep, DPM-Solver++(2M) {args.solver_steps} steps, {fast_mode}"] = run_sweep(
+        model, classifier, schedule, shape, settings(fast_per_scale, fast_mode, "dpm++2m", args.solver_steps), device)
+
+    base = rows["textbook loop (fp32 eager, one scale per call)"]
+    base_rate = base["samples"] / base["seconds"]
+    print(f"\n{'path':58s} {'samples':>8s} {'samples/s':>10s} {'x textbook':>10s} {'peak GiB':>9s}")
+    for name, row in rows.items():
+        row["samples_per_s"] = row["samples"] / row["seconds"]
+        row["speedup"] = row["samples_per_s"] / base_rate
+        peak = "–" if row["peak_gib"] is None else f"{row['peak_gib']:.2f}"
+        print(f"{name:58s} {row['samples']:8d} {row['samples_per_s']:10.1f} {row['speedup']:10.2f} {peak:>9s}")
+    print(f"(per-sample rates: the textbook loop ran {base['samples']} samples, the exact/eager sweeps "
+          f"{slow_per_scale * len(SCALES)}, the fast ones {fast_per_scale * len(SCALES)}; peak memory is the CUDA "
+          "allocator's, batch equal for all)")
+
+    costs = {"exact": step_cost(model, classifier, run_schedule, shape, batch, "off", device, 5 if args.quick else 10)}
+    costs[fast_mode] = step_cost(model, classifier, run_schedule, shape, batch, fast_mode, device,
+                                 5 if args.quick else 10)
+    for name, cost in costs.items():
+        print(f"step cost ({name}, batch {batch}): unguided {cost['unguided_ms']:.1f} ms, guided "
+              f"{cost['guided_ms']:.1f} ms, ratio {cost['guided_over_unguided']:.2f}")
+
+    record = {"command": " ".join([sys.executable, *sys.argv]), "environment": environment(device),
+              "settings": {"nets": preset, "batch": batch, "steps": args.steps, "solver_steps": args.solver_steps,
+                           "scales": SCALES, "textbook_scales": textbook_scales},
+              "paths": rows, "step_cost": costs}
+    args.out.write_text(json.dumps(record, indent=2))
+    print(f"written {args.out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The sampling fast path: bf16 nets with fp32 guidance math (bounded on the analytic oracle), no classifier
+work for rows whose scale is 0, frozen parameters while sampling, and the sweep's choice of path."""
+
+import pytest
+import torch
+from torch import nn
+
+from gaussian_mixture import GaussianMixture
+from guidelab.diffusion import NoiseSchedule, sample
+from guidelab.diffusion.guidance import ClassifierGuidance, GuidanceInterval
+from guidelab.evaluation.fast_nets import FastNet, FastPath, with_fast_nets
+from guidelab.evaluation.guided_sweep import _frozen, _TrajectoryProbe
+from test_scale_schedules import settings
+
+MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
+STDS = [0.3, 0.3, 0.3]
+WEIGHTS = [0.5, 0.3, 0.2]
+TARGET = 1
+N = 3000
+# What bf16 nets may change, stated once: mean distance to the fp32 sample from the same x_T (deterministic
+# samplers), class fractions, and the on-target statistics of assert-on-target below.
+BF16_MEAN_DISTANCE = 0.01
+BF16_FRACTION = 0.01
+
+
+class OracleNet(nn.Module):
+    """An oracle function behind an identity Linear layer, so that autocast runs a bf16 matmul on x_t and the
+    oracle sees x_t rounded to bf16, as the first layer of a real net would."""
+
+    def __init__(self, fn, num_classes=None):
+        super().__init__()
+        self.fn = fn
+        self.linear = nn.Linear(2, 2)
+        if num_classes is not None:
+            self.num_classes = num_classes
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(2))
+            self.linear.bias.zero_()
+
+    def forward(self, x, t):
+        return self.fn(self.linear(x), t)
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return GaussianMixture(NoiseSchedule.linear(1000), MEANS, STDS, WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def nets(oracle):
+    return OracleNet(oracle.eps), OracleNet(oracle.classify, num_classes=3)
+
+
+def draw(eps_net, clf_net, oracle, scale, sampler, steps, seed=0):
+    return sample(eps_net, oracle.schedule, (N, 2), classifier=clf_net, y=torch.full((N,), TARGET), scale=scale,
+                  sampler=sampler, steps=steps, noise=torch.randn(N, 2, generator=torch.Generator().manual_seed(seed)),
+                  generator=torch.Generator().manual_seed(seed + 1))
+
+
+def fractions(oracle, x):
+    return torch.bincount(oracle.label(x), minlength=3).float() / len(x)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("dpm++2m", 20), ("ddpm", 100)])
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_bf16_nets_keep_oracle_results(oracle, nets, sampler, steps, scale):
+    fast = FastPath(bf16=True)
+    exact = draw(*nets, oracle, scale, sampler, steps)
+    bf16 = draw(fast.wrap(nets[0]), fast.wrap(nets[1]), oracle, scale, sampler, steps)
+    assert bf16.dtype == torch.float32
+    assert (bf16 - exact).norm(dim=1).mean() < BF16_MEAN_DISTANCE  # same x_T and noise: same place up to rounding
+    assert torch.allclose(fractions(oracle, bf16), fractions(oracle, exact), atol=BF16_FRACTION)
+    if scale == 1.0:  # on target as the exact path is (whose accuracy at these steps test_guidance_oracle checks)
+        chosen = bf16[oracle.label(bf16) == TARGET]
+        assert len(chosen) >= 0.98 * N
+        assert torch.allclose(chosen.mean(0), exact.mean(0), atol=BF16_MEAN_DISTANCE)
+        assert torch.allclose(chosen.std(0), exact.std(0), rtol=0.02)
+
+
+def test_bf16_net_computes_in_bf16_and_returns_fp32(nets):
+    seen = []
+    net = nn.Linear(2, 2)
+    net.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    out = FastPath(bf16=True).wrap(net)(torch.randn(4, 2))
+    assert seen == [torch.bfloat16] and out.dtype == torch.float32
+    assert FastPath(bf16=True).wrap(nets[1]).num_classes == 3
+
+
+class CountingClassifier(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn, self.rows = fn, []
+        self.num_classes = 3
+
+    def forward(self, x, t):
+        self.rows.append(len(x))
+        return self.fn(x, t)
+
+
+def test_zero_scale_rows_skip_the_classifier(oracle):
+    n = 40
+    noise = torch.randn(2 * n, 2, generator=torch.Generator().manual_seed(3))
+    y = torch.full((2 * n,), TARGET)
+    scales = torch.tensor([0.0, 2.0]).repeat_interleave(n)
+    counting = CountingClassifier(oracle.classify)
+    infos = []
+    mixed = sample(oracle.eps, oracle.schedule, (2 * n, 2), classifier=counting, y=y, scale=scales, noise=noise,
+                   sampler="ddim", steps=10, callback=infos.append)
+    assert counting.rows == [n] * 10  # forward (and backward) on the guided half only
+    # the same samples as guiding every row through a classifier that sees them all
+    alone = [sample(oracle.eps, oracle.schedule, (n, 2), classifier=oracle.classify, y=y[:n], scale=w,
+                    noise=noise[k * n:(k + 1) * n], sampler="ddim", steps=10) for k, w in enumerate((0.0, 2.0))]
+    assert torch.allclose(mixed, torch.cat(alone), atol=1e-5)
+    assert all(torch.isnan(info["log_prob"][:n]).all() and torch.isfinite(info["log_prob"][n:]).all()
+               and (info["grad"][:n] == 0).all() for info in infos)
+    counting.rows.clear()
+    sample(oracle.eps, oracle.schedule, (n, 2), classifier=counting, y=y[:n], scale=0.0, noise=noise[:n],
+           sampler="ddim", steps=10)
+    assert counting.rows == []
+
+
+def test_steps_outside_the_interval_skip_the_classifier(oracle):
+    counting = CountingClassifier(oracle.classify)
+    seen = []
+    sample(oracle.eps, oracle.schedule, (8, 2), guidance=GuidanceInterval(ClassifierGuidance(counting), 0, 499),
+           y=torch.full((8,), TARGET), scale=1.0, sampler="ddim", steps=10,
+           callback=lambda info: seen.append(int(info["timestep"][0])))
+    assert len(counting.rows) == sum(t <= 499 for t in seen) == 5
+
+
+def test_probe_reports_no_gradient_statistics_for_unevaluated_rows():
+    probe = _TrajectoryProbe(num_scales=2, num_steps=1, device="cpu")
+    probe.start_batch(torch.tensor([0, 0, 1, 1]))
+    log_prob = torch.tensor([float("nan"), float("nan"), -0.5, -1.0])
+    grad = torch.tensor([[0.0, 0.0], [0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    probe({"grad": grad, "log_prob": log_prob, "timestep": torch.tensor([7]), "nfe": 2.0})
+    summary = probe.summary([0.0, 1.0])
+    assert summary["grad_norm"] == [[None], [pytest.approx(3.0)]]
+    assert summary["p_target"][0] == [None]
+    assert summary["p_target"][1][0] == pytest.approx((torch.tensor(-0.5).exp() + torch.tensor(-1.0).exp()).item() / 2)
+
+
+def test_frozen_while_sampling_then_restored():
+    trainable, frozen = nn.Linear(2, 2), nn.Linear(2, 2).requires_grad_(False)
+    guidance = GuidanceInterval(ClassifierGuidance(trainable), 0, 10)  # nets found inside guidance objects
+    with _frozen(frozen, guidance) as had:
+        assert had == {id(trainable)}
+        assert not any(p.requires_grad for p in [*trainable.parameters(), *frozen.parameters()])
+    assert all(p.requires_grad for p in trainable.parameters())
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
+def test_fast_nets_inside_guidance_objects():
+    classifier, model = nn.Linear(2, 3), nn.Linear(2, 2)
+    guidance = GuidanceInterval(ClassifierGuidance(classifier, num_classes=3), 0, 10)
+    fast_model, fast_guidance = with_fast_nets((model, guidance), FastPath(bf16=True))
+    assert isinstance(fast_model, FastNet) and fast_model.inner is model
+    assert isinstance(fast_guidance.inner.classifier, FastNet) and fast_guidance.inner.classifier.inner is classifier
+    assert guidance.inner.classifier is classifier  # the original object is left as it was
+    assert with_fast_nets((model, guidance), FastPath()) == (model, guidance)
+
+
+def test_fast_path_choice():
+    assert FastPath.choose("auto", "cpu").exact
+    assert FastPath.choose("auto", "cuda") == FastPath(bf16=True, channels_last=True, compile=True)
+    assert FastPath.choose("eager", "cpu") == FastPath(bf16=True, channels_last=True, compile=False)
+    assert FastPath.choose("off", "cuda").exact
+    net = nn.Conv2d(3, 4, 3)
+    assert FastPath.choose("off", "cuda").wrap(net) is net
+    with pytest.raises(ValueError, match="fast_path.*'turbo'"):
+        settings(fast_path="turbo")
+
+
+def test_channels_last_leaves_trainable_weights_alone():
+    conv = nn.Conv2d(3, 4, 3)
+    wrapped = FastPath(channels_last=True).wrap(conv, convert_weights=False)
+    assert conv.weight.is_contiguous()
+    frozen = nn.Conv2d(3, 4, 3)
+    out = FastPath(channels_last=True).wrap(frozen)(torch.randn(2, 3, 8, 8))
+    assert frozen.weight.is_contiguous(memory_format=torch.channels_last) and out.is_contiguous()
+    assert isinstance(wrapped, FastNet)
+
+
+@pytest.mark.slow
+def test_compiled_path_matches_eager_on_cpu():
+    """torch.compile (inductor, CPU) of a small conv net under bf16 gives what the eager bf16 net gives."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.SiLU(), nn.Conv2d(8, 3, 3, padding=1))
+    x = torch.randn(4, 3, 8, 8)
+    eager = FastPath.choose("eager", "cpu").wrap(net)(x, )
+    compiled = FastPath.choose("on", "cpu").wrap(net)(x)
+    assert torch.allclose(eager, compiled, atol=3e-2)
