@@ -135,3 +135,18 @@ def test_noisy_classifier_reads_noisy_digits(tmp_path):
     assert float(final["val/acc_q0"]) >= 0.9
     assert float(final["val/acc_q3"]) <= 0.2
     assert float(final["val/acc_q0"]) > float(final["val/acc_q1"]) > float(final["val/acc_q3"])
+
+
+def test_last_checkpoint_holds_every_trained_step(tmp_path):
+    """A run stopped by max_steps between two validations still ends with last.ckpt at its final step,
+    holding the EMA weights (state_dict) beside the raw ones."""
+    # epochs of 4 steps, validation (and Lightning's last.ckpt) after each; the run stops 2 steps into epoch 2
+    cfg = compose_config("train", [f"paths.output_dir={tmp_path}", "logger=csv", "trainer.max_steps=6",
+                                   "trainer.max_epochs=-1", "+trainer.limit_train_batches=4",
+                                   "+trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1",
+                                   "trainer.enable_model_summary=false", "data.batch_size=32"])
+    result = train(cfg)
+    raw = torch.load(result["last_checkpoint"], weights_only=True)
+    assert raw["global_step"] == 6
+    ema, live = raw["state_dict"], raw["current_model_state"]
+    assert any(not torch.equal(ema[name], live[name]) for name in live)

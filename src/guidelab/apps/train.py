@@ -30,6 +30,15 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     return callbacks
 
 
+def save_last_at_end(trainer: pl.Trainer, output_dir: Path) -> None:
+    """Lightning writes last.ckpt after validation, so a run stopped by max_steps between two validations
+    would leave last.ckpt behind the weights it trained (the demo lost its last 100 of 2,500 steps). Write it
+    once more when fit ends (every rank calls this; Lightning writes on rank zero)."""
+    checkpoint = trainer.checkpoint_callback
+    if trainer.state.finished and checkpoint is not None and checkpoint.save_last:
+        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+
+
 def train(cfg: DictConfig) -> dict:
     """Build everything from the config (failing before any training on bad values), then fit."""
     output_dir = ensure_writable(cfg.paths.output_dir)
@@ -52,6 +61,7 @@ def train(cfg: DictConfig) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        save_last_at_end(trainer, output_dir)
     finally:
         finish_wandb()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
