@@ -306,13 +306,16 @@ def test_invalid_net_and_data_values(tmp_path, extra, match):
 SWEEP_REFUSALS = [
     ({"extra": ["guidance.scales=[0,abc]"]}, ConfigError, r"guidance.scales\[1\]='abc' is not a number"),
     ({"ddpm": "classifier"}, CheckpointError, r"holds a 'classifier' model, but a ddpm or cfg_ddpm checkpoint is needed"),
-    ({"classifier": "null"}, CheckpointError, "classifier_checkpoint is required"),
+    ({"classifier": "null"}, CheckpointError, "method .auto. needs classifier_checkpoint: set classifier_checkpoint="),
     ({"extra": ["data.image_size=16"]}, CheckpointError, r"image_shape: ddpm .* has \[1, 8, 8\], data .* has \[1, 16, 16\]"),
     ({"extra": ["guidance.batch_size=0"]}, ConfigError, r"guidance.\*.*batch_size must be >= 1"),
+    ({"extra": ["metrics.features=inception", "metrics.inception_weights=/nonexistent/inception.pth"]}, ConfigError,
+     r"metrics.features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
 ]
 
 
-@pytest.mark.parametrize("which,error,match", SWEEP_REFUSALS, ids=["scale_abc", "ddpm_kind", "no_classifier", "data_shape", "batch_size"])
+@pytest.mark.parametrize("which,error,match", SWEEP_REFUSALS, ids=["scale_abc", "ddpm_kind", "no_classifier", "data_shape", "batch_size",
+                                                                  "inception_weights"])
 def test_more_sweep_refusals(ckpts, tmp_path, which, error, match):
     with pytest.raises(error, match=match):
         run_sweep(sweep_cfg(tmp_path, ckpts, **which))

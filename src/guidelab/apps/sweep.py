@@ -17,6 +17,7 @@ from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.evaluation.guidance_methods import Nets, build_methods
 from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
+from guidelab.metrics.features import require_inception_weights
 from guidelab.modules import CheckpointError, load_module
 
 CHECKPOINT_KEYS = ("ddpm_checkpoint", "eval_classifier_checkpoint", "classifier_checkpoint",
@@ -64,6 +65,11 @@ def run_sweep(cfg: DictConfig):
         settings.check_steps(ddpm.schedule.T, methods)
     except ValueError as err:
         raise ConfigError(f"invalid guidance config (guidance.*): {err}") from err
+    if cfg.metrics.features == "inception":  # before any work: the weights are read from disk, never downloaded
+        try:
+            require_inception_weights(cfg.metrics.inception_weights)
+        except FileNotFoundError as err:
+            raise ConfigError(f"metrics.features=inception: {err}") from err
     pl.seed_everything(cfg.seed)
     output_dir = ensure_writable(cfg.paths.output_dir)
     loggers = make_loggers(cfg, output_dir)

@@ -48,6 +48,18 @@ def inception_weights_file(weights_path: str | Path | None = None) -> Path:
     return path / INCEPTION_FILE if path.is_dir() else path
 
 
+def require_inception_weights(weights_path: str | Path | None = None) -> Path:
+    """The Inception weights file, or a FileNotFoundError saying where to put it (nothing is downloaded)."""
+    path = inception_weights_file(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Inception weights {INCEPTION_FILE} not found at {path}. On a machine with internet download "
+            f"{INCEPTION_URL} and put it at {path} (or pass inception_weights=<file or folder holding it>). "
+            "Without it, use features='classifier' (the default)."
+        )
+    return path
+
+
 class InceptionFeatures(_FrozenModule):
     """Standard 2048-d pool3 features of torch-fidelity's Inception-v3 (the TF FID port), from a LOCAL file.
 
@@ -55,13 +67,7 @@ class InceptionFeatures(_FrozenModule):
 
     def __init__(self, weights_path: str | Path | None = None):
         super().__init__()
-        path = inception_weights_file(weights_path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"Inception weights {INCEPTION_FILE} not found at {path}. On a machine with internet download "
-                f"{INCEPTION_URL} and put it at {path} (or pass inception_weights=<file or folder holding it>). "
-                "Without it, use features='classifier' (the default)."
-            )
+        path = require_inception_weights(weights_path)
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
