@@ -1,6 +1,9 @@
 import os
 
 import pytest
+# Imported before any test captures output: Lightning's loggers bind their stream handlers to sys.stderr at
+# import time, and an import inside a capsys test would leave them writing to a closed capture stream.
+import pytorch_lightning  # noqa: F401
 from guidelab.apps.config import compose_config  # noqa: F401  (the tests' way to compose real configs)
 
 os.environ.setdefault("WANDB_SILENT", "true")

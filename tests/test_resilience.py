@@ -55,16 +55,19 @@ def test_sigkill_mid_epoch_then_resume_true(tmp_path):
     first.send_signal(signal.SIGKILL)
     first.wait()
     (run1,) = [p.parent.parent for p in last()]
-    saved_step = torch.load(run1 / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    saved = torch.load(run1 / "checkpoints" / "last.ckpt", weights_only=True)
+    # last.ckpt is written at an epoch's end: `epoch` is that epoch's index (the kill may come after a few)
+    epochs_done = saved["epoch"] + 1
+    steps_per_epoch = saved["global_step"] // epochs_done
     run1_id = (run1 / "wandb_id.txt").read_text()
 
-    second = start([*args, "trainer.max_epochs=2", "resume=true"], tmp_path)
+    second = start([*args, f"trainer.max_epochs={epochs_done + 1}", "resume=true"], tmp_path)
     out, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out[-4000:]
     (run2,) = [d for d in (log / "ddpm").iterdir() if d != run1]
     resumed = torch.load(run2 / "checkpoints" / "last.ckpt", weights_only=True)
-    steps_per_epoch = saved_step  # the first checkpoint was written at the end of epoch 0
-    assert resumed["global_step"] == 2 * steps_per_epoch  # the step count continued, no restart from 0
+    assert saved["global_step"] == epochs_done * steps_per_epoch
+    assert resumed["global_step"] == (epochs_done + 1) * steps_per_epoch  # the step count continued, no restart
     assert (run2 / "wandb_id.txt").read_text() == run1_id  # same W&B run, resumed
     offline_runs = sorted(p.name for p in log.rglob("offline-run-*"))
     assert len(offline_runs) == 2 and all(name.endswith(run1_id) for name in offline_runs)

@@ -35,7 +35,10 @@ def save_last_at_end(trainer: pl.Trainer, output_dir: Path) -> None:
     would leave last.ckpt behind the weights it trained (the demo lost its last 100 of 2,500 steps). Write it
     once more when fit ends (every rank calls this; Lightning writes on rank zero)."""
     checkpoint = trainer.checkpoint_callback
-    if trainer.state.finished and checkpoint is not None and checkpoint.save_last:
+    if not (trainer.state.finished and checkpoint is not None and checkpoint.save_last):
+        return
+    # ModelCheckpoint's record of the step it last wrote (Lightning 2.x); unknown means write
+    if getattr(checkpoint, "_last_global_step_saved", -1) != trainer.global_step:
         trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
 
 
@@ -60,7 +63,7 @@ def train(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # as read_checkpoint checked it
         save_last_at_end(trainer, output_dir)
     finally:
         finish_wandb()
