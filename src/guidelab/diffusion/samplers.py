@@ -18,7 +18,7 @@ from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance, Guid
 from .guidance.classifier import check_targets
 from .guidance.base import class_count
 from .guidance.scales import scale_schedule
-from .schedule import NoiseSchedule, _gather
+from .schedule import NoiseSchedule
 from .solvers import DPMSolver2M
 
 __all__ = ["sample", "ddpm_step", "ddim_step", "SAMPLERS", "resolve_guidance"]
@@ -55,8 +55,8 @@ def ddim_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift
         if renoise_eps is not None:
             renoise_eps = schedule.predict_eps(x, index_t, schedule.predict_x0(x, index_t, renoise_eps).clamp(-1, 1))
     direction = eps if renoise_eps is None else renoise_eps
-    abar = _gather(schedule.alphas_cumprod, index_t, x)
-    abar_prev = _gather(schedule.alphas_cumprod_prev, index_t, x)
+    abar = schedule.at("alphas_cumprod", index_t, x)
+    abar_prev = schedule.at("alphas_cumprod_prev", index_t, x)
     noise_std = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
     x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - noise_std**2).clamp(min=0).sqrt() * direction
     if index == 0 or eta == 0:

@@ -22,17 +22,6 @@ def spaced_timesteps(T: int, steps: int) -> list[int]:
     return sorted({round(i * (T - 1) / (steps - 1)) for i in range(steps)})
 
 
-def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """values[t] shaped [B, 1, ..., 1] to broadcast against `like`, in like's dtype and device."""
-    out = values.to(like.device)[t.to(like.device)].to(like.dtype)
-    return out.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def _gather_table(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """table[t] shaped [B, 1, ..., 1]; `table` already lives on like's device in like's dtype."""
-    return table[t.to(like.device)].reshape(-1, *([1] * (like.dim() - 1)))
-
-
 class NoiseSchedule:
     """A discrete variance schedule, possibly a respaced subset of a longer base schedule.
 
@@ -89,8 +78,9 @@ class NoiseSchedule:
             table = self._tables[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
         return table
 
-    def _at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return _gather_table(self.table(name, like), t, like)
+    def at(self, name: str, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """table `name` at schedule indices `index` [B], shaped [B, 1, ..., 1] to broadcast against `like`."""
+        return self.table(name, like)[index.to(like.device)].reshape(-1, *([1] * (like.dim() - 1)))
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -163,25 +153,25 @@ class NoiseSchedule:
         """Draw x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I); `t` indexes this schedule."""
         if noise is None:
             noise = torch.randn_like(x0)
-        abar = self._at("alphas_cumprod", t, x0)
+        abar = self.at("alphas_cumprod", t, x0)
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
 
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
-        mean = self._at("posterior_mean_coef1", t, x_t) * x0 + self._at("posterior_mean_coef2", t, x_t) * x_t
-        return mean, self._at("posterior_variance", t, x_t), self._at("posterior_log_variance_clipped", t, x_t)
+        mean = self.at("posterior_mean_coef1", t, x_t) * x0 + self.at("posterior_mean_coef2", t, x_t) * x_t
+        return mean, self.at("posterior_variance", t, x_t), self.at("posterior_log_variance_clipped", t, x_t)
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        abar = self._at("alphas_cumprod", t, x_t)
+        abar = self.at("alphas_cumprod", t, x_t)
         return (x_t - (1.0 - abar).sqrt() * eps) / abar.sqrt()
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        abar = self._at("alphas_cumprod", t, x_t)
+        abar = self.at("alphas_cumprod", t, x_t)
         return (x_t - abar.sqrt() * x0) / (1.0 - abar).sqrt()
 
     def sigma(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """sqrt(1 - abar_t), the factor between eps and the score, shaped to broadcast."""
-        return (1.0 - self._at("alphas_cumprod", t, like)).sqrt()
+        return (1.0 - self.at("alphas_cumprod", t, like)).sqrt()
 
     def __repr__(self) -> str:
         return f"NoiseSchedule(kind={self.kind!r}, T={self.T}, num_steps={self.num_steps})"
