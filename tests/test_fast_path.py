@@ -133,7 +133,7 @@ def test_probe_reports_no_gradient_statistics_for_unevaluated_rows():
     probe.start_batch(torch.tensor([0, 0, 1, 1]))
     log_prob = torch.tensor([float("nan"), float("nan"), -0.5, -1.0])
     grad = torch.tensor([[0.0, 0.0], [0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
-    probe({"grad": grad, "log_prob": log_prob, "timestep": torch.tensor([7]), "nfe": 2.0})
+    probe({"grad": grad, "log_prob": log_prob, "timestep": torch.tensor([7]), "timestep_value": 7, "nfe": 2.0})
     summary = probe.summary([0.0, 1.0])
     assert summary["grad_norm"] == [[None], [pytest.approx(3.0)]]
     assert summary["p_target"][0] == [None]

@@ -4,6 +4,8 @@
     python experiments/benchmarks/train_throughput.py --quick         # CPU, tiny nets, < 2 minutes
     python experiments/benchmarks/train_throughput.py --compile-mode max-autotune-no-cudagraphs
     python experiments/benchmarks/train_throughput.py --quick --profile --only ours_train_eager   # host overheads
+    python experiments/benchmarks/train_throughput.py --only diffusers_compiled ours_plain_compiled --kernels 5
+                                                                      # GPU time by kernel kind, ours vs diffusers
 
 Figures (images/s, measured after warm-up over a fixed number of optimizer steps, with a device sync at
 both ends; random data; bf16 autocast; fused AdamW; batch 128 by default):
@@ -63,8 +65,40 @@ def count(net: torch.nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------------- plain loops
-def plain_loop(net, call, device, batch, image_size, warmup, steps) -> float:
-    """images/s of eps-prediction training steps: q_sample, forward, MSE, backward, fused AdamW."""
+KERNEL_KINDS = (  # (category, substrings of a CUDA kernel's name), first match wins
+    ("convolution (cuDNN/CUTLASS)", ("conv", "cudnn", "implicit_gemm", "xmma", "sm90_xmma", "dgrad", "wgrad", "fprop")),
+    ("attention (SDPA)", ("flash", "fmha", "attention", "efficient")),
+    ("matmul (cuBLAS)", ("gemm", "cublas", "cutlass")),
+    ("optimizer (fused AdamW)", ("adam",)),
+    ("GroupNorm (eager)", ("group_norm", "groupnorm", "computefusedparams", "rowwisemoments")),
+    ("triton (compiled fusions)", ("triton",)),
+    ("copies / layout", ("copy", "memcpy", "memset", "transpose", "cat", "contiguous")),
+)
+
+
+def kernel_breakdown(prof, steps: int) -> dict:
+    """GPU milliseconds per step by kernel category, and the 15 costliest kernels, from a torch.profiler run."""
+    kinds: dict[str, float] = {}
+    kernels = []
+    for event in prof.key_averages():
+        gpu_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+        if not gpu_us or event.device_type.name not in ("CUDA", "PrivateUse1"):
+            continue
+        name = event.key.lower()
+        kind = next((k for k, keys in KERNEL_KINDS if any(key in name for key in keys)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + gpu_us / 1000 / steps
+        kernels.append((gpu_us / 1000 / steps, event.count // steps, event.key[:90]))
+    kernels.sort(reverse=True)
+    return {"ms_per_step_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+            "gpu_ms_per_step": sum(kinds.values()),
+            "top_kernels": [{"ms_per_step": round(ms, 3), "calls_per_step": n, "name": name} for ms, n, name in kernels[:15]]}
+
+
+def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_steps: int = 0) -> float | tuple:
+    """images/s of eps-prediction training steps: q_sample, forward, MSE, backward, fused AdamW.
+
+    With `profile_steps`, that many more steps run under torch.profiler after the timed ones, and the
+    result is (images/s, kernel_breakdown)."""
     schedule = NoiseSchedule.linear(1000)
     x0 = torch.rand(batch, 3, image_size, image_size, device=device) * 2 - 1
     opt = torch.optim.AdamW(net.parameters(), lr=2e-4, fused=True)
@@ -87,7 +121,17 @@ def plain_loop(net, call, device, batch, image_size, warmup, steps) -> float:
     for _ in range(steps):
         step()
     sync(device)
-    return steps * batch / (time.perf_counter() - tic)
+    rate = steps * batch / (time.perf_counter() - tic)
+    if not profile_steps:
+        return rate
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(profile_steps):
+            step()
+        sync(device)
+    return rate, kernel_breakdown(prof, profile_steps)
 
 
 def diffusers_net(quick: bool):
@@ -193,6 +237,9 @@ def main(argv=None) -> list[dict]:
                         help="extra Hydra override for the guidelab-train rows (repeatable), e.g. trainer.benchmark=false")
     parser.add_argument("--profile", action="store_true",
                         help="torch.profiler table (by self CPU time) of the ours_train_eager run: host-side overheads")
+    parser.add_argument("--kernels", type=int, default=0, metavar="STEPS",
+                        help="after timing each plain-loop row, profile STEPS more steps and print GPU ms per step by "
+                             "kernel category and the costliest kernels (what separates ours from diffusers)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -236,17 +283,24 @@ def main(argv=None) -> list[dict]:
             return
         tic = time.perf_counter()
         value = fn()
+        value, kernels = value if isinstance(value, tuple) else (value, None)
         row = {"figure": name, "images_per_s": round(value, 1), "wall_s": round(time.perf_counter() - tic, 1),
                "batch": batch, "device": info["device"]}
+        if kernels is not None:
+            row["kernels"] = kernels
+            print(f"{name}: GPU ms per step by kind " + json.dumps(
+                {k: round(v, 2) for k, v in kernels["ms_per_step_by_kind"].items()}), flush=True)
+            for kernel in kernels["top_kernels"]:
+                print(f"    {kernel['ms_per_step']:8.3f} ms x{kernel['calls_per_step']:<4d} {kernel['name']}")
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
 
     def plain(net_factory, call, compiled):
         net = net_factory().to(device)
         if compiled:
             net = net.to(memory_format=torch.channels_last)
             net.compile(mode=args.compile_mode)
-        return plain_loop(net, call, device, batch, size, warmup, steps)
+        return plain_loop(net, call, device, batch, size, warmup, steps, profile_steps=args.kernels)
 
     if theirs is not None:
         record("diffusers_eager", lambda: plain(lambda: diffusers_net(quick), call_diffusers, False))

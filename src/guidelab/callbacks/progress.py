@@ -6,18 +6,33 @@ from pytorch_lightning.callbacks import RichProgressBar
 
 
 class RichProgressBarEveryN(RichProgressBar):
-    """Lightning's RichProgressBar, except that the metrics beside the bar (train/loss, ...) are refreshed
-    every `metrics_every_n_steps` training batches. Reading them converts the logged device tensors to
-    Python numbers, a host-device sync; done on every step it stalls the GPU queue once per step. The
-    bar itself still advances every batch; validation and epoch ends refresh the metrics as before."""
+    """Lightning's RichProgressBar, except that the metrics beside the bar are read every
+    `metrics_every_n_steps` training batches. Reading a logged device tensor as a Python number is a
+    host-device sync; done every step it stalls the GPU queue once per step.
 
-    def __init__(self, metrics_every_n_steps: int = 20, **kwargs):
+    Lightning itself converts every metric logged with `prog_bar=True` at the end of every batch, so the
+    modules log their per-step training metrics without it, and this bar shows the ones named in
+    `step_metrics` (read from `trainer.callback_metrics`, which keeps them as tensors) when it refreshes.
+    The bar itself still advances every batch; validation and epoch ends refresh the metrics as before."""
+
+    def __init__(self, metrics_every_n_steps: int = 20, step_metrics=("train/loss", "train/acc"), **kwargs):
         if isinstance(metrics_every_n_steps, bool) or not isinstance(metrics_every_n_steps, int) \
                 or metrics_every_n_steps < 1:
             raise ValueError(f"metrics_every_n_steps must be an integer >= 1, got {metrics_every_n_steps!r}")
+        if isinstance(step_metrics, str):
+            raise ValueError(f"step_metrics must be a list of metric names, got the string {step_metrics!r}")
         super().__init__(**kwargs)
         self.metrics_every_n_steps = metrics_every_n_steps
+        self.step_metrics = tuple(step_metrics)
         self._skip_metrics = False
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        for name in self.step_metrics:
+            value = trainer.callback_metrics.get(name)
+            if value is not None and name not in items:
+                items[name] = float(value)  # the sync, once per refresh
+        return items
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._skip_metrics = (batch_idx + 1) % self.metrics_every_n_steps != 0

@@ -115,8 +115,8 @@ def sample(
     guidance, eps form (form="mean" for guided-diffusion's mean shift), and guidance="cfg" with
     null_class=... classifier-free guidance of a class-conditional model(x_t, t, y).
     `y` holds the targets [B]; `scale` is a float, a tensor [B] or a callable of the original timestep
-    (see `scale_schedule`). `callback(info)` is called after every step with index, timestep, x, x0,
-    eps, scale, grad, log_prob and nfe. `noise` fixes x_T (else drawn from `generator`).
+    (see `scale_schedule`). `callback(info)` is called after every step with index, timestep (tensor [B]),
+    timestep_value (int), x, x0, eps, scale, grad, log_prob and nfe. `noise` fixes x_T (else drawn from `generator`).
     """
     unknown = set(legacy) - set(LEGACY_OPTIONS)
     if unknown:
@@ -142,16 +142,21 @@ def sample(
         y = _check_labels(y, batch, device, guidance.num_classes)
 
     step_fn = _step_function(sampler, run)
+    timesteps = run.host("timesteps")
+    # Nothing in this loop reads the device back (on CUDA a read is a sync that idles the GPU until the
+    # host has queued the next work): the scales and timesteps a method decides on come from the host.
     for index in _progress(range(run.num_steps - 1, -1, -1), progress):
-        timestep = int(run.timesteps[index])
-        state = GuidanceStep(model=model, schedule=run, x=x, index=index, scale=w_at(timestep), y=y,
-                             timestep=torch.full((batch,), timestep, dtype=torch.long, device=device))
+        timestep = timesteps[index]
+        w, w_host = w_at.at(timestep)
+        state = GuidanceStep(model=model, schedule=run, x=x, index=index, scale=w, scale_host=w_host, y=y,
+                             timestep=torch.full((batch,), timestep, dtype=torch.long, device=device),
+                             timestep_value=timestep)
         out = guidance(state)
         x_next, x0 = step_fn(run, index, x, out.eps, _randn(x.shape, generator, device), clip_denoised=clip_denoised,
                              mean_shift=out.mean_shift, renoise_eps=out.renoise_eps, eta=eta)
         if callback is not None:
-            callback({"index": index, "timestep": state.timestep, "x": x, "x0": x0, "eps": out.eps,
-                      "scale": state.scale, "grad": out.grad, "log_prob": out.log_prob, "nfe": out.nfe})
+            callback({"index": index, "timestep": state.timestep, "timestep_value": timestep, "x": x, "x0": x0,
+                      "eps": out.eps, "scale": w, "grad": out.grad, "log_prob": out.log_prob, "nfe": out.nfe})
         x = x_next
     return x
 

@@ -67,6 +67,7 @@ class NoiseSchedule:
         # float64 tables above, copied once per (name, device, dtype) that asks for them: training calls
         # q_sample every step, and a host-to-device copy there costs a transfer (and a sync) each time
         self._tables: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+        self._host_lists: dict[str, list] = {}
 
     def table(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """The float64 table `name` (e.g. "alphas_cumprod") on like's device in like's dtype, cached.
@@ -77,6 +78,14 @@ class NoiseSchedule:
         if table is None:
             table = self._tables[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
         return table
+
+    def host(self, name: str) -> list:
+        """The table `name` (or "timesteps") as a list of Python numbers, cached: what a sampling loop reads
+        per step, so that reading one value is no tensor operation."""
+        values = self._host_lists.get(name)
+        if values is None:
+            values = self._host_lists[name] = getattr(self, name).tolist()
+        return values
 
     def at(self, name: str, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """table `name` at schedule indices `index` [B], shaped [B, 1, ..., 1] to broadcast against `like`."""

@@ -16,6 +16,8 @@ on timesteps uniform in t, h grows tenfold over the last steps and the extrapola
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .schedule import NoiseSchedule
@@ -26,6 +28,11 @@ __all__ = ["dpm_solver_2m_step", "DPMSolver2M", "half_log_snr", "logsnr_respace"
 def half_log_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """lambda = log(alpha / sigma) = 0.5 * log(abar / (1 - abar)), the solver's time variable."""
     return 0.5 * (alphas_cumprod.log() - torch.log1p(-alphas_cumprod))
+
+
+def _half_log_snr(abar: float) -> float:
+    """half_log_snr of one host number."""
+    return 0.5 * (math.log(abar) - math.log1p(-abar))
 
 
 def logsnr_respace(schedule: NoiseSchedule, steps: int) -> NoiseSchedule:
@@ -61,24 +68,24 @@ def dpm_solver_2m_step(schedule: NoiseSchedule, index: int, x, eps, noise, *, cl
     x0 = schedule.predict_x0(x, index_t, eps)
     if clip_denoised:
         x0 = x0.clamp(-1, 1)
-    abar_next = float(schedule.alphas_cumprod_prev[index])
+    abar_next = schedule.host("alphas_cumprod_prev")[index]  # host numbers: the step reads nothing back from the device
     if abar_next >= 1.0:
         # sigma_next = 0 (h -> infinity): the exact ODE step lands on the data prediction itself
         return x0, x0
-    abar_now = float(schedule.alphas_cumprod[index])
-    lam_now, lam_next = (float(v) for v in half_log_snr(torch.tensor([abar_now, abar_next], dtype=torch.float64)))
+    abar = schedule.host("alphas_cumprod")
+    lam_now, lam_next = _half_log_snr(abar[index]), _half_log_snr(abar_next)
     # step size in lambda: h_i = lambda_{t_i} - lambda_{t_{i-1}} (Algorithm 2, line 4)
     h = lam_next - lam_now
     x0_blend = x0
     if previous_x0 is not None and index > 1:
-        lam_prev = float(half_log_snr(schedule.alphas_cumprod[index + 1 : index + 2])[0])
+        lam_prev = _half_log_snr(abar[index + 1])
         # r_i = h_{i-1} / h_i, and D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1} (Algorithm 2, lines 5-6)
         r = (lam_now - lam_prev) / h
         x0_blend = (1 + 0.5 / r) * x0 - (0.5 / r) * previous_x0
-    sigma_ratio = ((1 - abar_next) / (1 - abar_now)) ** 0.5
+    sigma_ratio = ((1 - abar_next) / (1 - abar[index])) ** 0.5
     alpha_next = abar_next**0.5
     # x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}} - alpha_{t_i} (e^{-h_i} - 1) D_i (Algorithm 2, line 7)
-    x_next = sigma_ratio * x - alpha_next * torch.expm1(torch.tensor(-h, dtype=torch.float64)).item() * x0_blend
+    x_next = sigma_ratio * x - alpha_next * math.expm1(-h) * x0_blend
     return x_next, x0
 
 

@@ -139,7 +139,7 @@ class _TrajectoryProbe:
             self.sums[0, :, self.step].index_add_(0, self.scale_index, norms)
             self.sums[1, :, self.step].index_add_(0, self.scale_index, probs)
             self.counts[:, self.step].index_add_(0, self.scale_index, evaluated.double())
-        self.t[self.step] = int(info["timestep"][0])
+        self.t[self.step] = info["timestep_value"]
         self.nfe += float(info["nfe"])
         self.step += 1
 
@@ -201,7 +201,7 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
     scale_index, targets, x_T = plan
     rank, _ = _rank_and_world()
     options = settings.for_method(method)
-    scales = torch.tensor(settings.scales, device=device)
+    scales = torch.tensor(settings.scales)  # on the host: sample() decides there which rows to guide
     probe = _TrajectoryProbe(len(settings.scales), options["steps"] or schedule.num_steps, device)
     generator = torch.Generator(device=device).manual_seed(settings.seed * 1000 + rank)
     size = settings.batch_size
@@ -214,9 +214,8 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
     with _frozen(method.model, guidance) as trainable:
         model, guidance = with_fast_nets((method.model, guidance), fast, trainable)
         for chunk_scale, chunk_y, chunk_noise in chunks:
-            chunk_scale, chunk_y = chunk_scale.to(device), chunk_y.to(device)
-            probe.start_batch(chunk_scale)
-            x = sample(model, schedule, (len(chunk_y), *image_shape), guidance=guidance, y=chunk_y,
+            probe.start_batch(chunk_scale.to(device))
+            x = sample(model, schedule, (len(chunk_y), *image_shape), guidance=guidance, y=chunk_y.to(device),
                        scale=scheduled_scale(scales[chunk_scale], settings.scale_schedule, schedule.T),
                        clip_denoised=settings.clip_denoised, generator=generator,
                        device=device, callback=probe, noise=chunk_noise, **options)

@@ -63,8 +63,8 @@ class ClassifierModule(GuidelabModule):
         loss = F.cross_entropy(logits.float(), y)
         self.check_finite(loss)
         self.train_acc(logits, y)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_acc, prog_bar=True)
+        self.log("train/loss", loss)  # no prog_bar: Lightning would read it every step (a sync)
+        self.log("train/acc", self.train_acc)  # the bar shows both (RichProgressBarEveryN)
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -47,7 +47,7 @@ class DDPMModule(GuidelabModule):
         losses, _ = self._losses(batch[0], y=self.training_labels(batch[1]))
         loss = losses.mean()
         self.check_finite(loss)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss)  # no prog_bar: Lightning would read it every step (a sync)
         return loss
 
     def validation_step(self, batch, batch_idx):

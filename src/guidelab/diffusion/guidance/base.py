@@ -10,11 +10,12 @@ A new method is a subclass of `Guidance` overriding `__call__` (and `check` for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..schedule import NoiseSchedule
+from .scales import to_device
 
 __all__ = ["Guidance", "GuidanceStep", "GuidedPrediction", "Unguided", "class_count"]
 
@@ -23,7 +24,12 @@ __all__ = ["Guidance", "GuidanceStep", "GuidedPrediction", "Unguided", "class_co
 class GuidanceStep:
     """What one sampling step knows. `index` is the position in the (possibly respaced) `schedule`,
     `timestep` the ORIGINAL timesteps [B] the networks are conditioned on, `scale` the per-sample
-    guidance scales [B] (float32) at this step, `y` the target classes [B] (None when unguided)."""
+    guidance scales [B] (float32) at this step, `y` the target classes [B] (None when unguided).
+
+    `scale_host` (the same scales on the CPU) and `timestep_value` (the original timestep as an int, the
+    same for every row) let a method decide on the host what the device computes: `sample()` fills both,
+    so its loop never reads the device (on CUDA each read is a sync that idles the GPU). Left None by a
+    hand-made step, they are read from `scale` and `timestep` instead."""
 
     model: object
     schedule: NoiseSchedule
@@ -32,6 +38,8 @@ class GuidanceStep:
     timestep: torch.Tensor
     scale: torch.Tensor
     y: torch.Tensor | None = None
+    scale_host: torch.Tensor | None = None
+    timestep_value: int | None = None
     _model_eps: torch.Tensor | None = field(default=None, repr=False)
 
     def model_eps(self) -> torch.Tensor:
@@ -55,6 +63,24 @@ class GuidanceStep:
         """Bool [B]: the rows with a non-zero scale at this step. Methods may skip their extra network
         for the other rows (their prediction there is the unguided one); see ClassifierGuidance."""
         return self.scale != 0
+
+    def guided_index(self) -> torch.Tensor | None:
+        """The rows with a non-zero scale as indices [K] on x's device (K = 0: none), or None when every
+        row is guided; decided on `scale_host`, so without reading the device when the loop provides it."""
+        host = self.scale_host if self.scale_host is not None else self.scale.detach().cpu()
+        rows = [row for row, w in enumerate(host.tolist()) if w != 0]
+        if len(rows) == len(host):
+            return None
+        return to_device(torch.tensor(rows, dtype=torch.long), self.x.device)
+
+    def original_timestep(self) -> int:
+        """The original timestep of this step as an int (every row shares it)."""
+        return self.timestep_value if self.timestep_value is not None else int(self.timestep[0])
+
+    def with_scale_factor(self, factor: float) -> "GuidanceStep":
+        """This step with every scale multiplied by `factor` (host copy included); the cached model eps is shared."""
+        host = None if self.scale_host is None else self.scale_host * factor
+        return replace(self, scale=self.scale * factor, scale_host=host)
 
 
 @dataclass

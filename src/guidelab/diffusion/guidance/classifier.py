@@ -19,22 +19,46 @@ __all__ = ["ClassifierGuidance", "classifier_grad", "guide_eps", "check_targets"
 FORMS = ("eps", "mean")
 
 
-def classifier_grad(classifier, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, num_classes: int | None = None):
+def classifier_grad(classifier, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, num_classes: int | None = None,
+                    *, check: bool = True):
     """grad_x log p(y | x) and log p(y | x), in float32 with autograd on x alone.
 
-    `num_classes` None: y is checked against the width of the logits instead (no extra forward pass)."""
+    `num_classes` None: y is checked against the width of the logits instead (no extra forward pass).
+    `check=False` skips the check of y: for a caller that has checked these targets."""
     with torch.enable_grad():
         x_in = x.detach().float().requires_grad_(True)
         logits = classifier(x_in, t).float()
-        check_targets(y, logits.shape[-1] if num_classes is None else num_classes)
+        if check:
+            check_targets(y, logits.shape[-1] if num_classes is None else num_classes)
         selected = F.log_softmax(logits, dim=-1).gather(1, y[:, None]).squeeze(1)
         (grad,) = torch.autograd.grad(selected.sum(), x_in)
     return grad.to(x.dtype), selected.detach()
 
 
+_last_passed: tuple | None = None  # (targets tensor, its version counter, class count) of the last passing check
+
+
 def check_targets(y: torch.Tensor, num_classes: int) -> None:
+    """Raise unless every target lies in [0, num_classes).
+
+    The check reads the device (a sync on CUDA), and a sampling loop hands the same targets to every step:
+    so the last passing check is remembered, and the same tensor, unmodified (its version counter), against
+    the same class count is not read again."""
+    global _last_passed
+    key = (_version(y), num_classes)
+    if _last_passed is not None and _last_passed[0] is y and _last_passed[1:] == key and key[0] is not None:
+        return
     if (y < 0).any() or (y >= num_classes).any():
         raise ValueError(f"y must lie in [0, num_classes={num_classes}), got values {y.min().item()}..{y.max().item()}")
+    _last_passed = (y, *key)
+
+
+def _version(y: torch.Tensor) -> int | None:
+    """y's in-place modification counter; None for inference-mode tensors, which keep none."""
+    try:
+        return y._version
+    except RuntimeError:
+        return None
 
 
 def guide_eps(eps: torch.Tensor, grad: torch.Tensor, w: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -64,17 +88,22 @@ class ClassifierGuidance(Guidance):
     def log_prob_grad(self, step: GuidanceStep):
         """grad_x log p(y | x_t) and log p(y | x_t), the classifier run on the guided rows only.
 
-        Rows whose scale is 0 at this step (step.guided_rows() False) get no guidance, so the classifier's
-        forward and backward skip them: their grad is 0 and their log_prob NaN (not evaluated)."""
-        rows = step.guided_rows() if isinstance(step, GuidanceStep) else None
-        if rows is None or bool(rows.all()):
+        Rows whose scale is 0 at this step (not in step.guided_index()) get no guidance, so the classifier's
+        forward and backward skip them: their grad is 0 and their log_prob NaN (not evaluated). Which rows
+        those are is decided on the host, and the targets are checked once per targets tensor: a step reads
+        nothing back from the device (with the class count known; else the guided rows' targets are checked
+        against the logits' width every step)."""
+        if self.num_classes is not None:
+            check_targets(step.y, self.num_classes)  # reads the device once per targets tensor
+        index = step.guided_index() if isinstance(step, GuidanceStep) else None  # a bare (x, timestep, y): all rows
+        if index is None:
             return classifier_grad(self.classifier, step.x, step.timestep, step.y, self.num_classes)
         grad = torch.zeros_like(step.x)
         log_prob = torch.full(step.y.shape, float("nan"), device=step.x.device)
-        picked = rows.nonzero().squeeze(1)
-        if len(picked):
-            grad[picked], log_prob[picked] = classifier_grad(self.classifier, step.x[picked], step.timestep[picked],
-                                                             step.y[picked], self.num_classes)
+        if len(index):
+            grad[index], log_prob[index] = classifier_grad(self.classifier, step.x[index], step.timestep[index],
+                                                           step.y[index], self.num_classes,
+                                                           check=self.num_classes is None)
         return grad, log_prob
 
     def __call__(self, step: GuidanceStep) -> GuidedPrediction:

@@ -8,8 +8,6 @@ other guidance (their Sec. 5); e.g. autoguidance + classifier guidance.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .base import Guidance, GuidanceStep, GuidedPrediction
 
 __all__ = ["Composite"]
@@ -38,7 +36,7 @@ class Composite(Guidance):
         eps = step.model_eps()
         total = GuidedPrediction(eps=eps, nfe=1.0)
         for part, weight in zip(self.parts, self.weights):
-            out = part(replace(step, scale=step.scale * weight))
+            out = part(step.with_scale_factor(weight))
             total.eps = total.eps + (out.eps - eps)
             if out.mean_shift is not None:
                 total.mean_shift = out.mean_shift if total.mean_shift is None else total.mean_shift + out.mean_shift

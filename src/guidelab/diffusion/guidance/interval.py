@@ -26,7 +26,7 @@ class GuidanceInterval(Guidance):
         self.inner.check(model=model, schedule=schedule, shape=shape, sampler=sampler)
 
     def __call__(self, step: GuidanceStep) -> GuidedPrediction:
-        if self.t_min <= int(step.timestep[0]) <= self.t_max:
+        if self.t_min <= step.original_timestep() <= self.t_max:
             return self.inner(step)
         return self.inner.unguided(step)
 
