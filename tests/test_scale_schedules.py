@@ -14,7 +14,7 @@ from guidelab.diffusion import ClassifierGuidance, NoiseSchedule
 from guidelab.diffusion.scale_schedules import SCALE_SCHEDULES, scheduled_scale
 from guidelab.evaluation.guidance_methods import SweepMethod
 from guidelab.evaluation.guided_sweep import SweepSettings, run_guided_sweep
-from guidelab.evaluation.report import _jsonable, _table
+from guidelab.evaluation.report import jsonable, _table
 
 T = 1000
 
@@ -115,7 +115,7 @@ def test_sweep_interval_and_schedule_reach_the_sampler(oracle):
 def test_schedule_recorded_in_json_and_wandb_table(oracle, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     result, _ = sweep(oracle, scale_schedule="cosine", interval=[200, 800])
-    doc = json.loads(json.dumps(_jsonable(result.to_json())))  # what write_report puts in quality_diversity.json
+    doc = json.loads(json.dumps(jsonable(result.to_json())))  # what write_report puts in quality_diversity.json
     assert doc["settings"]["scale_schedule"] == "cosine" and doc["settings"]["interval"] == [200, 800]
     table = _table(result.rows)
     assert table.columns[-1] == "scale_schedule"

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from guidelab.apps.config import compose_config, route_overrides  # noqa: E402
 from guidelab.apps.sweep import run_sweep  # noqa: E402
 from guidelab.apps.train import train  # noqa: E402
-from guidelab.evaluation.report import _jsonable, print_table  # noqa: E402
+from guidelab.evaluation.report import jsonable, print_table  # noqa: E402
 from guidelab.modules import load_module  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "settings": result.settings}
 
     doc = {"methods": methods, "checkpoints": checkpoints, "stage_timings_s": timings, "run_dir": str(out)}
-    (results / "cg_vs_cfg.json").write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False))
+    (results / "cg_vs_cfg.json").write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False))
     plot(methods, results / "cg_vs_cfg.png")
     for name, method in methods.items():
         cost = method["cost"]

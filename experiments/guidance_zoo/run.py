@@ -21,7 +21,7 @@ from pathlib import Path
 from guidelab.apps.config import compose_config
 from guidelab.apps.sweep import run_sweep
 from guidelab.evaluation.plots import plot_quality_diversity
-from guidelab.evaluation.report import _jsonable, print_table
+from guidelab.evaluation.report import jsonable, print_table
 
 HERE = Path(__file__).resolve().parent
 METHODS = ["classifier", "classifier_mean", "interval", "cgpp", "projected", "clean_x0", "clean_x0_dps",
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         plot_quality_diversity(doc["rows"], results / "guidance_zoo.png")
     else:
         shutil.copy(paths["quality_diversity.png"], results / "guidance_zoo.png")
-    (results / "guidance_zoo.json").write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False))
+    (results / "guidance_zoo.json").write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False))
     print(f"wrote {results / 'guidance_zoo.json'} and {results / 'guidance_zoo.png'}")
     return doc
 

@@ -30,18 +30,18 @@ def _finite_or_none(value):
     return float(value) if math.isfinite(value) else None
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """A copy of obj that strict JSON accepts: non-finite floats become null, tensors and arrays become lists."""
     if isinstance(obj, dict):
-        return {str(key): _jsonable(value) for key, value in obj.items()}
+        return {str(key): jsonable(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(value) for value in obj]
+        return [jsonable(value) for value in obj]
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if hasattr(obj, "tolist"):  # torch tensors, numpy arrays and numpy scalars
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     return str(obj)
 
 
@@ -67,7 +67,7 @@ def write_report(result: SweepResult, out_dir) -> dict[str, Path]:
         return paths[name]
 
     with open(target("quality_diversity.json"), "w") as f:
-        json.dump(_jsonable(result.to_json()), f, indent=2, allow_nan=False)
+        json.dump(jsonable(result.to_json()), f, indent=2, allow_nan=False)
     plot_quality_diversity(result.rows, target("quality_diversity.png"))
     for method, trajectory in result.trajectory.items():
         if trajectory.get("t") and any(any(v) for v in trajectory["grad_norm"]):
