@@ -454,8 +454,29 @@ def test_user_error_in_a_multirun_job_fails_only_that_job(tmp_path, monkeypatch,
 
     monkeypatch.setattr(errors, "in_multirun_job", lambda: True)
     (tmp_path / "job0").mkdir()
-    with pytest.raises(ConfigError, match="batch_size"):
+    with pytest.raises(errors.MultirunJobFailed, match="batch_size") as failure:
         with errors.app_failures("guidelab-train", tmp_path / "job0"):
             train(tiny_train_cfg(tmp_path / "job0", "ddpm", ["data.batch_size=0"]))
+    assert isinstance(failure.value.__cause__, ConfigError)
     assert capsys.readouterr().err.startswith("guidelab-train: error: invalid config for")
     assert not (tmp_path / "job0").exists()
+
+
+def test_multirun_with_a_bad_job_ends_in_one_line_not_a_traceback(tmp_path, monkeypatch, capfd):
+    """guidelab-train -m with one bad and one good job: the good job trains, and the run ends with the
+    bad job's line, not Hydra's re-raised traceback."""
+    from guidelab.apps import train as train_app
+
+    argv = ["guidelab-train", "-m", *tiny_train_overrides(tmp_path / "unused", "ddpm")[:1], "logger=csv",
+            "+trainer.limit_train_batches=2", "trainer.max_epochs=1", "+trainer.limit_val_batches=1",
+            "trainer.enable_model_summary=false", "callbacks.progress=null", "data.batch_size=0,32",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as ended:
+        train_app.main()
+    err = capfd.readouterr().err
+    assert ended.value.code == 1
+    assert "Traceback" not in err
+    assert err.count("guidelab-train: error: invalid config for") == 2  # the job's line, then Hydra's last word
+    assert "(in a job of this multirun; the other jobs ran)" in err
+    assert list((tmp_path / "multirun").glob("*/checkpoints/last.ckpt")), "the good job did not train"

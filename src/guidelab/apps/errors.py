@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback as HydraCallback
 
 from guidelab.apps.config import ConfigError, discard_failed_run_dir
@@ -68,14 +69,22 @@ def in_multirun_job() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+class MultirunJobFailed(CompactHydraException):
+    """A known user error inside one job of a `-m` multirun. Hydra marks that job failed, runs the others,
+    then re-raises the first failure after all of them; as a CompactHydraException it prints as this one
+    line (exit status 1) instead of the job's traceback. The user error is its __cause__."""
+
+
 def exit_on_user_error(err: BaseException, app: str) -> None:
     """For a known user error: print one line and exit with USER_ERROR_EXIT_CODE. Otherwise return.
-    Inside a multirun job the line is printed and the error goes back to Hydra, which marks that job
-    failed and runs the next ones."""
+    Inside a multirun job the line is printed and a MultirunJobFailed goes back to Hydra, which marks that
+    job failed, runs the next ones and ends with the line again."""
     if isinstance(err, USER_ERRORS) and not full_errors_requested():
-        print(f"{app}: error: {one_line(err)}", file=sys.stderr, flush=True)
-        if not in_multirun_job():
-            raise SystemExit(USER_ERROR_EXIT_CODE) from None
+        line = f"{app}: error: {one_line(err)}"
+        print(line, file=sys.stderr, flush=True)
+        if in_multirun_job():
+            raise MultirunJobFailed(f"{line} (in a job of this multirun; the other jobs ran)") from err
+        raise SystemExit(USER_ERROR_EXIT_CODE) from None
 
 
 @contextmanager
