@@ -1,6 +1,7 @@
 """On a CUDA GPU for real (pytest -m gpu; never collected by default): trainer=gpu with the fast path."""
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import compose_config
 
@@ -43,3 +44,65 @@ def test_cifar10_preset_on_synthetic_data(tmp_path):
     raw = torch.load(result["last_checkpoint"], weights_only=True)
     assert raw["global_step"] == 8 and "current_model_state" in raw
     assert torch.isfinite(torch.tensor(result["metrics"]["train/loss"]))
+
+
+class SyncsAreErrors(pl.Callback):
+    """torch.cuda.set_sync_debug_mode("error") for training batches first..last: any host-device sync raises."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last, self.armed_steps = first, last, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.first <= trainer.global_step <= self.last:
+            torch.cuda.set_sync_debug_mode("error")
+            self.armed_steps += 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_training_steps_do_not_sync(tmp_path, monkeypatch):
+    """The CUDA twin of tests/test_sync_free.py: steps between logging, finite checks and epoch ends make no
+    host-device sync (the GPU queue runs ahead of Lightning's Python)."""
+    import guidelab.apps.train as train_app
+
+    guard = SyncsAreErrors(2, 8)
+    build = train_app.build_callbacks
+    monkeypatch.setattr(train_app, "build_callbacks", lambda *args: [*build(*args), guard])
+    cfg = compose_config("train", [*gpu_overrides(tmp_path, 10), "experiment=digits_ddpm", "data.batch_size=64",
+                                   "trainer.log_every_n_steps=50", "task.module.compile=false"])
+    try:
+        train(cfg)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert guard.armed_steps == 7
+
+
+def test_guided_sampling_steps_do_not_sync():
+    """After its first step (which checks the targets), a guided sampling loop with w=0 rows skipped on the
+    host, a time-dependent scale and DPM-Solver++ makes no host-device sync."""
+    from guidelab.diffusion import ClassifierGuidance, GuidanceInterval, NoiseSchedule, sample
+    from guidelab.diffusion.scale_schedules import scheduled_scale
+    from guidelab.nets import EncoderClassifier, UNet
+
+    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
+    model = UNet(**net).cuda().eval().requires_grad_(False)
+    classifier = EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False)
+    scales = torch.tensor([0.0, 1.0, 2.0, 4.0]).repeat_interleave(4)  # on the host, as the sweep passes them
+    armed = []
+
+    def arm(info):
+        torch.cuda.set_sync_debug_mode("error")
+        armed.append(info["index"])
+
+    for sampler in ("ddim", "dpm++2m-t"):
+        try:
+            x = sample(model, NoiseSchedule.linear(1000), (16, 1, 8, 8),
+                       guidance=GuidanceInterval(ClassifierGuidance(classifier), 100, 900),
+                       y=torch.arange(16, device="cuda") % 10, scale=scheduled_scale(scales, "linear", 1000),
+                       steps=8, sampler=sampler, clip_denoised=True, callback=arm, device="cuda")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert torch.isfinite(x).all()
+    assert len(armed) >= 14
