@@ -66,14 +66,17 @@ def count(net: torch.nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------------- plain loops
-KERNEL_KINDS = (  # (category, substrings of a CUDA kernel's name), first match wins
-    ("convolution (cuDNN/CUTLASS)", ("conv", "cudnn", "implicit_gemm", "xmma", "sm90_xmma", "dgrad", "wgrad", "fprop")),
-    ("attention (SDPA)", ("flash", "fmha", "attention", "efficient")),
-    ("matmul (cuBLAS)", ("gemm", "cublas", "cutlass")),
+KERNEL_KINDS = (  # (category, substrings of a CUDA kernel's lowercased name), first match wins: the order matters
+    ("triton (compiled fusions)", ("triton",)),  # before the others: inductor names kernels after the ops it fused
+    ("attention (SDPA)", ("flash", "fmha", "attention")),
+    ("layout conversions (cuDNN)", ("nchwtonhwc", "nhwctonchw")),  # what a mixed memory format costs
+    ("convolution (cuDNN)", ("conv", "cudnn", "implicit_gemm", "dgrad", "wgrad", "fprop")),
+    ("matmul (cuBLAS)", ("gemm", "cublas", "cutlass", "xmma")),
     ("optimizer (fused AdamW)", ("adam",)),
-    ("GroupNorm (eager)", ("group_norm", "groupnorm", "computefusedparams", "rowwisemoments")),
-    ("triton (compiled fusions)", ("triton",)),
-    ("copies / layout", ("copy", "memcpy", "memset", "transpose", "cat", "contiguous")),
+    ("foreach (EMA, clipping)", ("multi_tensor", "foreach")),
+    ("GroupNorm (eager)", ("group_norm", "groupnorm", "rowwisemoments", "computefusedparams")),
+    ("copies / layout", ("copy", "memcpy", "memset", "transpose", "cat")),
+    ("elementwise / reductions (eager)", ("elementwise", "vectorized", "reduce_kernel")),
 )
 
 
