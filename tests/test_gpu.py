@@ -106,3 +106,30 @@ def test_guided_sampling_steps_do_not_sync():
             torch.cuda.set_sync_debug_mode("default")
         assert torch.isfinite(x).all()
     assert len(armed) >= 14
+
+
+def test_guided_sampling_callback_on_gpu_with_the_fast_path(tmp_path):
+    """A classifier run on trainer=gpu (net compiled in place) with the guided-sampling callback, whose sweep
+    wraps the nets again (bf16, channels_last, torch.compile: fast_path auto -> on): the curve is written and
+    finite. Last in this file: the slowest (three short trainings and two compiled sweeps)."""
+    import json
+
+    ckpts = {}
+    for task in ("ddpm", "eval_classifier"):
+        ckpts[task] = train(compose_config("train", [*gpu_overrides(tmp_path / task, 4), f"task={task}",
+                                                     "task.module.compile=false"]))["last_checkpoint"]
+    out = tmp_path / "classifier"
+    cfg = compose_config("train", [
+        *gpu_overrides(out, 4), "task=classifier", "trainer.max_epochs=1", "trainer.max_steps=-1",
+        "+trainer.limit_train_batches=4", "callbacks=guided_sampling",
+        f"callbacks.guided_sampling.ddpm_checkpoint={ckpts['ddpm']}",
+        f"callbacks.guided_sampling.eval_classifier_checkpoint={ckpts['eval_classifier']}",
+        "callbacks.guided_sampling.settings.scales=[0.0,4.0]", "callbacks.guided_sampling.settings.samples_per_scale=32",
+        "callbacks.guided_sampling.settings.steps=4", "callbacks.guided_sampling.metrics.num_real=64",
+        "callbacks.guided_sampling.every_n_epochs=1"])
+    train(cfg)
+    (report,) = (out / "guided_sampling").iterdir()
+    doc = json.loads((report / "quality_diversity.json").read_text())
+    assert [row["scale"] for row in doc["rows"]] == [0.0, 4.0]
+    assert all(row["fid"] is not None and row["accuracy"] is not None for row in doc["rows"])
+    assert doc["settings"]["methods"]["classifier"]["fast"] == {"bf16": True, "channels_last": True, "compile": True}
