@@ -120,3 +120,16 @@ def test_schedule_recorded_in_json_and_wandb_table(oracle, tmp_path, monkeypatch
     table = _table(result.rows)
     assert table.columns[-1] == "scale_schedule"
     assert [row[-1] for row in table.data] == ["cosine, t in [200, 800]"] * 2
+
+
+def test_sweep_batches_are_near_equal_and_within_batch_size(oracle):
+    """35 samples at batch_size 16: three batches of 12 / 12 / 11 rows, not 16 / 16 / 3 (a compiled eps-model
+    would meet a third batch shape and compile again)."""
+    model = Spy(oracle.eps)
+    chosen = settings(scales=[0.0, 1.0, 2.0, 4.0, 8.0], samples_per_scale=7, batch_size=16, steps=2,
+                      clip_denoised=False)
+    method = SweepMethod("classifier", ClassifierGuidance(oracle.classify, num_classes=3), model)
+    run_guided_sweep({"classifier": method}, oracle.schedule, (2,), 3, NO_METRICS, chosen, device="cpu",
+                     progress=False)
+    assert sorted({rows for _, rows in model.calls}) == [11, 12]
+    assert sum(rows for _, rows in model.calls) == 35 * 2  # every sample, every step
