@@ -30,11 +30,6 @@ def half_log_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return 0.5 * (alphas_cumprod.log() - torch.log1p(-alphas_cumprod))
 
 
-def _half_log_snr(abar: float) -> float:
-    """half_log_snr of one host number."""
-    return 0.5 * (math.log(abar) - math.log1p(-abar))
-
-
 def logsnr_respace(schedule: NoiseSchedule, steps: int) -> NoiseSchedule:
     """`schedule` respaced to about `steps` indices evenly spread in lambda between its last and first index
     (always keeping both ends; indices that round to the same timestep are kept once)."""
@@ -73,12 +68,12 @@ def dpm_solver_2m_step(schedule: NoiseSchedule, index: int, x, eps, noise, *, cl
         # sigma_next = 0 (h -> infinity): the exact ODE step lands on the data prediction itself
         return x0, x0
     abar = schedule.host("alphas_cumprod")
-    lam_now, lam_next = _half_log_snr(abar[index]), _half_log_snr(abar_next)
+    lam_now, lam_next = half_log_snr(torch.tensor([abar[index], abar_next], dtype=torch.float64)).tolist()
     # step size in lambda: h_i = lambda_{t_i} - lambda_{t_{i-1}} (Algorithm 2, line 4)
     h = lam_next - lam_now
     x0_blend = x0
     if previous_x0 is not None and index > 1:
-        lam_prev = _half_log_snr(abar[index + 1])
+        (lam_prev,) = half_log_snr(torch.tensor([abar[index + 1]], dtype=torch.float64)).tolist()
         # r_i = h_{i-1} / h_i, and D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1} (Algorithm 2, lines 5-6)
         r = (lam_now - lam_prev) / h
         x0_blend = (1 + 0.5 / r) * x0 - (0.5 / r) * previous_x0

@@ -24,23 +24,14 @@ class ScaleSchedule:
         self.batch, self.device = batch, torch.device(device)
         self._callable = scale if callable(scale) else None
         self._fixed = None if callable(scale) else self._both(scale)
-        self._last: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def at(self, timestep: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(scales on the device, the same scales on the host) at this original timestep."""
-        if self._fixed is not None:
-            return self._fixed
-        if self._last is None or self._last[0] != timestep:
-            self._last = (timestep, self._both(self._callable(timestep)))
-        return self._last[1]
+        return self._fixed if self._fixed is not None else self._both(self._callable(timestep))
 
     def __call__(self, timestep: int) -> torch.Tensor:
         """The scales on the device at this original timestep."""
         return self.at(timestep)[0]
-
-    def host(self, timestep: int) -> torch.Tensor:
-        """The scales on the host (CPU) at this original timestep."""
-        return self.at(timestep)[1]
 
     def _both(self, scale) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(scale, torch.Tensor):
