@@ -164,7 +164,12 @@ def test_fast_path_choice():
     assert FastPath.choose("auto", "cpu").exact
     assert FastPath.choose("auto", "cuda") == FastPath(bf16=True, channels_last=True, compile=True)
     assert FastPath.choose("eager", "cpu") == FastPath(bf16=True, channels_last=True, compile=False)
+    assert FastPath.choose("graphs", "cpu") == FastPath(bf16=True, channels_last=True, compile=True, cuda_graphs=True)
+    assert FastPath.choose("graphs", "cpu").compile_mode == "reduce-overhead"
+    assert FastPath.choose("on", "cpu").compile_mode == "default"
     assert FastPath.choose("off", "cuda").exact
+    with pytest.raises(ValueError, match="cuda_graphs needs compile"):
+        FastPath(bf16=True, cuda_graphs=True)
     net = nn.Conv2d(3, 4, 3)
     assert FastPath.choose("off", "cuda").wrap(net) is net
     with pytest.raises(ValueError, match="fast_path.*'turbo'"):
@@ -181,12 +186,74 @@ def test_channels_last_leaves_trainable_weights_alone():
     assert isinstance(wrapped, FastNet)
 
 
+class _GraphMemory(torch.autograd.Function):
+    """Stands in for a CUDA graph replay: the forward output and the input gradient live in buffers that the next
+    replay overwrites."""
+
+    @staticmethod
+    def forward(ctx, x, out_buffer, grad_buffer):
+        ctx.grad_buffer = grad_buffer
+        return out_buffer.copy_(x * 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.grad_buffer.copy_(grad * 2), None, None
+
+
+class ReplayedNet(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.out_buffer, self.grad_buffer = torch.zeros(shape), torch.zeros(shape)
+
+    def forward(self, x, t):
+        return _GraphMemory.apply(x.float(), self.out_buffer, self.grad_buffer)
+
+
+def test_graphs_path_compiles_reduce_overhead_and_hands_back_copies(monkeypatch):
+    """With CUDA graphs the outputs and the input gradient a replay writes are reused by the next replay: the
+    wrapper must hand back copies, or the eps (or guidance gradient) of one step would change under the next."""
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda net, mode=None: modes.append(mode) or net)
+    shape = (2, 3, 4, 4)
+    net = ReplayedNet(shape)
+    wrapped = FastPath.choose("graphs", "cpu").wrap(net)
+    assert modes == ["reduce-overhead"]
+    x = torch.randn(shape).requires_grad_(True)
+    out = wrapped(x, None)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(out, 2 * x.detach()) and torch.equal(grad, torch.full(shape, 2.0))
+    assert out.untyped_storage().data_ptr() != net.out_buffer.untyped_storage().data_ptr()
+    assert grad.untyped_storage().data_ptr() != net.grad_buffer.untyped_storage().data_ptr()
+    net.out_buffer.zero_(), net.grad_buffer.zero_()  # the next replay
+    assert torch.equal(out, 2 * x.detach()) and torch.equal(grad, torch.full(shape, 2.0))
+    # without graphs the same net's memory is handed on as it is (nothing copied that need not be)
+    plain = FastPath(bf16=True, channels_last=True, compile=False).wrap(net)(torch.randn(shape), None)
+    assert plain.untyped_storage().data_ptr() == net.out_buffer.untyped_storage().data_ptr()
+
+
+def test_sampling_benchmarks_cudnn_on_the_fast_path_only():
+    before = torch.backends.cudnn.benchmark
+    try:
+        for setting in (False, True):
+            torch.backends.cudnn.benchmark = setting
+            with FastPath.choose("on", "cuda").sampling("cuda"):
+                assert torch.backends.cudnn.benchmark
+            assert torch.backends.cudnn.benchmark is setting
+            for path, device in ((FastPath.choose("off", "cuda"), "cuda"), (FastPath.choose("on", "cpu"), "cpu")):
+                with path.sampling(device):
+                    assert torch.backends.cudnn.benchmark is setting
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 @pytest.mark.slow
-def test_compiled_path_matches_eager_on_cpu():
-    """torch.compile (inductor, CPU) of a small conv net under bf16 gives what the eager bf16 net gives."""
+@pytest.mark.parametrize("mode", ["on", "graphs"])
+def test_compiled_path_matches_eager_on_cpu(mode):
+    """torch.compile (inductor, CPU) of a small conv net under bf16 gives what the eager bf16 net gives; "graphs"
+    compiles in reduce-overhead mode, which on CPU tensors runs without graphs."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.SiLU(), nn.Conv2d(8, 3, 3, padding=1))
     x = torch.randn(4, 3, 8, 8)
     eager = FastPath.choose("eager", "cpu").wrap(net)(x, )
-    compiled = FastPath.choose("on", "cpu").wrap(net)(x)
+    compiled = FastPath.choose(mode, "cpu").wrap(net)(x)
     assert torch.allclose(eager, compiled, atol=3e-2)

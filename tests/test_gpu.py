@@ -36,6 +36,20 @@ def test_trainer_gpu_ddpm_digits_fast_path(tmp_path):
     assert torch.isfinite(torch.tensor(result["metrics"]["val/loss"]))
 
 
+def test_trainer_gpu_with_cuda_graphs(tmp_path):
+    """task.module.compile=reduce-overhead (CUDA graphs, the benchmark's ours_train_fast_graphs): training, the
+    EMA swapped in for validation and the checkpoint all work with the net's forward and backward replayed."""
+    cfg = compose_config("train", [*gpu_overrides(tmp_path, 30), "experiment=digits_ddpm",
+                                   "task.module.compile=reduce-overhead"])
+    result = train(cfg)
+    raw = torch.load(result["last_checkpoint"], weights_only=True)
+    assert raw["global_step"] == 30 and "current_model_state" in raw
+    module = load_module(result["last_checkpoint"])
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    assert torch.isfinite(torch.tensor(result["metrics"]["val/loss"]))
+    assert result["metrics"]["train/loss"] < 1.0  # eps-prediction MSE starts near 1 and falls when steps apply
+
+
 def test_cifar10_preset_on_synthetic_data(tmp_path):
     """The cifar10_ddpm recipe (35.7M UNet) on one GPU with random data: a few compiled bf16 steps."""
     cfg = compose_config("train", [*gpu_overrides(tmp_path, 8), "experiment=cifar10_ddpm", "trainer=gpu",
@@ -108,6 +122,66 @@ def test_guided_sampling_steps_do_not_sync():
     assert len(armed) >= 14
 
 
+def test_graphs_path_samples_what_the_compiled_path_samples():
+    """fast_path=graphs (CUDA graphs) against fast_path=on, same nets and x_T, deterministic DDIM: the same samples
+    up to bf16 rounding, and the eps and guidance gradient a step hands its callback are not overwritten by the
+    next replay (the wrapper copies them out of the graphs' memory)."""
+    from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
+    from guidelab.evaluation.fast_nets import FastPath
+    from guidelab.nets import EncoderClassifier, UNet
+
+    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
+    torch.manual_seed(0)
+    model = UNet(**net).cuda().eval().requires_grad_(False)
+    classifier = EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False)
+    noise = torch.randn(16, 1, 8, 8, device="cuda")
+    scales = torch.tensor([0.5, 1.0, 2.0, 4.0]).repeat_interleave(4)  # no w=0 row: the gradient is handed on as is
+    results = {}
+    for mode in ("on", "graphs"):
+        path = FastPath.choose(mode, "cuda")
+        kept = []
+        with path.sampling("cuda"):
+            for _ in range(2):  # the second call replays recorded graphs
+                kept.clear()
+                x = sample(path.wrap(model), NoiseSchedule.linear(1000), (16, 1, 8, 8),
+                           guidance=ClassifierGuidance(path.wrap(classifier)), y=torch.arange(16, device="cuda") % 10,
+                           scale=scales, steps=6, sampler="ddim", noise=noise, device="cuda",
+                           callback=lambda info: kept.append((info["eps"], info["eps"].clone(), info["grad"],
+                                                              info["grad"].clone())))
+        for eps, eps_then, grad, grad_then in kept:
+            assert torch.equal(eps, eps_then) and torch.equal(grad, grad_then)
+        results[mode] = x
+    assert torch.isfinite(results["graphs"]).all()
+    assert (results["graphs"] - results["on"]).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("fast_path", ["off", "on"])
+def test_classifier_on_a_second_stream_samples_what_one_stream_samples(fast_path):
+    """ClassifierGuidance(streams=True) on CUDA: the classifier's forward and backward on a side stream beside the
+    eps-model give the samples of the sequential order (w=0 rows skipped, so index copies cross the streams)."""
+    from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
+    from guidelab.evaluation.fast_nets import FastPath
+    from guidelab.nets import EncoderClassifier, UNet
+
+    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
+    torch.manual_seed(0)
+    path = FastPath.choose(fast_path, "cuda")
+    model = path.wrap(UNet(**net).cuda().eval().requires_grad_(False))
+    classifier = path.wrap(EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False))
+    noise = torch.randn(64, 1, 8, 8, device="cuda")
+    scales = torch.tensor([0.0, 1.0, 2.0, 4.0]).repeat_interleave(16)
+    out = {}
+    for streams in (False, True):
+        out[streams] = sample(model, NoiseSchedule.linear(1000), (64, 1, 8, 8),
+                              guidance=ClassifierGuidance(classifier, streams=streams),
+                              y=torch.arange(64, device="cuda") % 10, scale=scales, steps=8, sampler="ddim",
+                              noise=noise, device="cuda")
+    assert torch.isfinite(out[True]).all()
+    assert torch.allclose(out[True], out[False], atol=1e-4)
+
+
 def test_guided_sampling_callback_on_gpu_with_the_fast_path(tmp_path):
     """A classifier run on trainer=gpu (net compiled in place) with the guided-sampling callback, whose sweep
     wraps the nets again (bf16, channels_last, torch.compile: fast_path auto -> on): the curve is written and
@@ -132,4 +206,5 @@ def test_guided_sampling_callback_on_gpu_with_the_fast_path(tmp_path):
     doc = json.loads((report / "quality_diversity.json").read_text())
     assert [row["scale"] for row in doc["rows"]] == [0.0, 4.0]
     assert all(row["fid"] is not None and row["accuracy"] is not None for row in doc["rows"])
-    assert doc["settings"]["methods"]["classifier"]["fast"] == {"bf16": True, "channels_last": True, "compile": True}
+    assert doc["settings"]["methods"]["classifier"]["fast"] == {"bf16": True, "channels_last": True, "compile": True,
+                                                                "cuda_graphs": False}

@@ -136,6 +136,18 @@ def test_same_seed_gives_identical_sweeps(checkpoints, tmp_path):
     assert first.trajectory == second.trajectory
 
 
+def test_classifier_on_a_second_stream_from_the_config(checkpoints, tmp_path):
+    """method.classifier.streams=true reaches the guidance object and the sweep's record; off CUDA the rows are
+    those of the default."""
+    first, _ = run_sweep(sweep_config(tmp_path / "a", checkpoints, extra=["method=[classifier]"]))
+    second, _ = run_sweep(sweep_config(tmp_path / "b", checkpoints,
+                                       extra=["method=[classifier]", "method.classifier.streams=true"]))
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("samples_per_s", "s_per_sample")} for r in rows]
+    assert strip(first.rows) == strip(second.rows)
+    assert second.settings["methods"]["classifier"]["guidance"]["streams"] is True
+    assert "streams" not in first.settings["methods"]["classifier"]["guidance"]
+
+
 def test_several_methods_share_x_T_and_report_costs(checkpoints, tmp_path):
     cfg = sweep_config(tmp_path, checkpoints, extra=[
         "method=[classifier,interval,cgpp,projected,clean_x0,autoguidance_cg]",

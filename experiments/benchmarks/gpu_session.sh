@@ -3,13 +3,16 @@
 #   here, once: bash ../shared/tools/gpu-wheels.sh diffusers importlib_metadata      (wheels into .whl/)
 #   there (project root, carrying .whl):  bash experiments/benchmarks/gpu_session.sh [BUDGET_S] [PARTS]
 # PARTS (default "sweep train tests"): any of
-#   sweep     guided_sweep.py: textbook loop against the sweep (both DPM-Solver++ grids), step cost guided/unguided (~2.5 min)
-#   train     train_throughput.py: diffusers eager, ours through guidelab-train eager, fast, fast without channels_last (~4 min)
+#   sweep     guided_sweep.py: textbook loop against the sweep at batch 512 and at the shipped batch, with CUDA
+#             graphs, with the classifier on a second stream, both DPM-Solver++ grids, step costs (~5 min)
+#   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train with the default fast
+#             path and with CUDA graphs (compile=reduce-overhead): both targets of issue 11 in one process (~6 min)
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
 #             and GPU ms per step by kernel kind (what separates the two compiled nets; ~4-5 min)
+#   layout    train_throughput.py: ours through guidelab-train compiled without channels_last (~2 min)
 #   tests     pytest -m gpu with whatever time is left
-# A 15-minute session fits two calls: "compiled sweep" (the open questions first), then "train tests"; set
-# the default layout from the compiled rows before the second call if they say so (task.module.channels_last).
+# A 15-minute session fits two calls of about 5-6 minutes: "sweep" (timeout_s 360), then "train" (timeout_s 400);
+# "compiled layout tests" when a later session has time. Each part's own timeout keeps the others' time.
 set -u
 budget=${1:-400}; parts=${2:-sweep train tests}; start=$(date +%s)
 has() { case " $parts " in *" $1 "*) return 0;; *) return 1;; esac; }
@@ -22,13 +25,18 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
   python3 -c "import sys, torch, pytorch_lightning as pl, diffusers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', pl.__version__, 'diffusers', diffusers.__version__)"
 } 2>&1 | tee "$out/env.log"
 if has sweep; then
-t0=$(date +%s); timeout 230 python3 experiments/benchmarks/guided_sweep.py --out "$out/sweep.json" > "$out/sweep.log" 2>&1
-echo "== sweep rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep -v Warning "$out/sweep.log" | tail -14
+t0=$(date +%s); timeout 330 python3 experiments/benchmarks/guided_sweep.py --out "$out/sweep.json" > "$out/sweep.log" 2>&1
+echo "== sweep rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep -v Warning "$out/sweep.log" | tail -24
 fi
 if has train; then
-t0=$(date +%s); timeout 270 python3 experiments/benchmarks/train_throughput.py --only diffusers_eager ours_train_eager ours_train_fast ours_train_fast_nchw \
-  --json "$out/train.json" > "$out/train.log" 2>&1
-echo "== train rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure\|^{"param\|/ diffusers' "$out/train.log"
+t0=$(date +%s); timeout 360 python3 experiments/benchmarks/train_throughput.py \
+  --only diffusers_eager diffusers_compiled ours_train_fast ours_train_fast_graphs --json "$out/train.json" > "$out/train.log" 2>&1
+echo "== train rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20
+fi
+if has layout; then
+t0=$(date +%s); timeout 150 python3 experiments/benchmarks/train_throughput.py --only ours_train_fast_nchw \
+  --json "$out/layout.json" > "$out/layout.log" 2>&1
+echo "== layout rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure' "$out/layout.log"
 fi
 if has compiled; then
 t0=$(date +%s); timeout 300 python3 experiments/benchmarks/train_throughput.py --kernels 3 --json "$out/compiled.json" \

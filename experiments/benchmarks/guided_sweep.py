@@ -8,6 +8,11 @@ The textbook loop is the one of ../shared/reference (classifier-guided DDPM: eps
 log_softmax from the classifier, eps - w sqrt(1 - abar) grad, posterior-mean update), fp32 eager, one scale
 per call. Per-sample rates are compared: the slower paths run on fewer samples than the fast ones (said in
 the output). Every path samples `--steps` respaced steps; DPM-Solver++(2M) runs at `--solver-steps`.
+Every path runs at `--batch` (memory compared at equal batch), and the compiled sweep once more at the
+shipped default batch (conf/sweep_settings, what guidelab-sweep runs); `fast_path=graphs` (CUDA graphs) is a
+row of its own, and so is the classifier on a second CUDA stream (`streams`). A variant that fails is reported
+and the others still run. Also printed (work_per_sample.py): FLOPs and bytes per sample of the UNet and of the
+classifier's gradient, and the guided/unguided step ratios they alone would give.
 Prints a table and writes it as JSON (--out) with the device, versions and settings.
 """
 
@@ -30,6 +35,7 @@ from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
 from guidelab.evaluation.fast_nets import FastPath
 from guidelab.evaluation.guidance_methods import SweepMethod
 from guidelab.evaluation.guided_sweep import SweepSettings, run_guided_sweep
+from work_per_sample import work_per_sample  # beside this file
 
 NET_DIR = Path(__file__).resolve().parents[2] / "src" / "guidelab" / "conf" / "net"
 SCALES = [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
@@ -121,27 +127,29 @@ def run_textbook(model, classifier, schedule, shape, batch, scales, device):
     return {"samples": batch * len(scales), "seconds": meter.seconds, "peak_gib": meter.peak_gib}
 
 
-def run_sweep(model, classifier, schedule, shape, settings, device):
-    methods = {"classifier": SweepMethod("classifier", ClassifierGuidance(classifier), model)}
+def run_sweep(model, classifier, schedule, shape, settings, device, streams=False):
+    methods = {"classifier": SweepMethod("classifier", ClassifierGuidance(classifier, streams=streams), model)}
     with Meter(device) as meter:
         result = run_guided_sweep(methods, schedule, shape, 10, NoMetrics(), settings, device=device, progress=False)
     samples = settings.samples_per_scale * len(settings.scales)
     return {"samples": samples, "seconds": result.timings["sampling_s"], "peak_gib": meter.peak_gib}
 
 
-def step_cost(model, classifier, schedule, shape, batch, fast_path, device, steps):
+def step_cost(model, classifier, schedule, shape, batch, fast_path, device, steps, streams=False):
     """Milliseconds per sampling step, unguided (scale 0: no classifier) and guided (scale 1), one batch."""
     path = FastPath.choose(fast_path, device)
-    wrapped_model, wrapped_classifier = path.wrap(model), path.wrap(classifier)
-    out = {}
+    wrapped_model = path.wrap(model)
+    guidance = ClassifierGuidance(path.wrap(classifier), streams=streams)
+    out = {"batch": batch}
     y = torch.zeros(batch, dtype=torch.long, device=device)
-    for name, w in (("unguided", 0.0), ("guided", 1.0)):
-        run = lambda n: sample(wrapped_model, schedule, (batch, *shape), classifier=wrapped_classifier, y=y, scale=w,
-                               steps=n, sampler="ddim", device=device)
-        run(2)  # warm-up (and compilation)
-        with Meter(device) as meter:
-            run(steps)
-        out[f"{name}_ms"] = 1000 * meter.seconds / steps
+    with path.sampling(device):  # as the sweep runs (cuDNN benchmark mode off the exact path)
+        for name, w in (("unguided", 0.0), ("guided", 1.0)):
+            run = lambda n: sample(wrapped_model, schedule, (batch, *shape), guidance=guidance, y=y,
+                                   scale=w, steps=n, sampler="ddim", device=device)
+            run(2)  # warm-up (and compilation)
+            with Meter(device) as meter:
+                run(steps)
+            out[f"{name}_ms"] = 1000 * meter.seconds / steps
     out["guided_over_unguided"] = out["guided_ms"] / out["unguided_ms"]
     return out
 
@@ -160,6 +168,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (50; --quick 10)")
     parser.add_argument("--solver-steps", type=int, default=None, help="DPM-Solver++ steps (20; --quick 4)")
     parser.add_argument("--batch", type=int, default=None, help="batch size of every path (512; --quick 32)")
+    parser.add_argument("--fast-mode", choices=["on", "eager"], default=None,
+                        help="fast path of the solver rows and whether the compiled rows run (default: on with CUDA, "
+                             "eager on CPU; --quick --fast-mode on dry-runs the GPU's rows on CPU, minutes of compile)")
     parser.add_argument("--out", type=Path, default=Path("guided_sweep_benchmark.json"))
     args = parser.parse_args(argv)
 
@@ -173,55 +184,95 @@ def main(argv=None):
     model, classifier, shape = build_nets(preset, device)
     schedule = NoiseSchedule.linear(1000)
     run_schedule = schedule.respace(args.steps)
-    fast_mode = "on" if device.type == "cuda" else "eager"  # torch.compile on CPU costs minutes of warm-up
+    fast_mode = args.fast_mode or ("on" if device.type == "cuda" else "eager")  # compile on CPU: minutes of warm-up
     print(f"device {device} ({environment(device).get('gpu', platform.processor() or 'cpu')}), nets {preset}, "
           f"batch {batch}, {args.steps} steps, scales {SCALES}", flush=True)
 
-    def settings(per_scale, fast_path, sampler="ddim", steps=args.steps, scales=SCALES):
-        return settings_from_config(scales=scales, samples_per_scale=per_scale, batch_size=batch, sampler=sampler,
-                                    steps=steps, clip_denoised=True, fast_path=fast_path)
+    shipped_batch = settings_from_config().batch_size  # what guidelab-sweep runs unless told otherwise
 
-    rows = {}
+    def settings(per_scale, fast_path, sampler="ddim", steps=args.steps, scales=SCALES, batch_size=batch):
+        return settings_from_config(scales=scales, samples_per_scale=per_scale, batch_size=batch_size,
+                                    sampler=sampler, steps=steps, clip_denoised=True, fast_path=fast_path)
+
+    work = work_per_sample(model, classifier, shape, device, batch=64, bf16=True)  # as the fast path runs them
+    print(f"per sample: UNet forward {work['unet_forward']['gflop']:.2f} GFLOP, "
+          f"{work['unet_forward']['mib_total']:.1f} MiB moved; classifier forward + backward "
+          f"{work['classifier_forward_backward']['gflop']:.2f} GFLOP, "
+          f"{work['classifier_forward_backward']['mib_total']:.1f} MiB; guided/unguided if compute-bound "
+          f"{work['flop_ideal_guided_over_unguided']:.2f}, if memory-bound {work['byte_ideal_guided_over_unguided']:.2f}",
+          flush=True)
     textbook_scales = SCALES[2:3]  # w = 1: its cost does not depend on the scale
-    rows["textbook loop (fp32 eager, one scale per call)"] = run_textbook(
-        model, classifier, run_schedule, shape, batch, textbook_scales, device)
-    rows["sweep, exact (fp32 eager)"] = run_sweep(model, classifier, schedule, shape,
-                                                  settings(slow_per_scale, "off"), device)
-    rows["sweep, bf16 + channels_last, eager"] = run_sweep(model, classifier, schedule, shape,
-                                                           settings(slow_per_scale, "eager"), device)
+    rows, costs, failed = {}, {}, {}
+    record = {"command": " ".join([sys.executable, *sys.argv]), "environment": environment(device),
+              "settings": {"nets": preset, "batch": batch, "steps": args.steps, "solver_steps": args.solver_steps,
+                           "scales": SCALES, "textbook_scales": textbook_scales, "shipped_batch": shipped_batch},
+              "work_per_sample": work, "paths": rows, "step_cost": costs, "failed": failed, "complete": False}
+
+    def measured(name, row):  # each figure printed and written as it comes: a run cut short keeps what it measured
+        rows[name] = row
+        print(f"{name}: {row['samples'] / row['seconds']:.1f} samples/s over {row['samples']} samples", flush=True)
+        args.out.write_text(json.dumps(record, indent=2))
+
+    measured("textbook loop (fp32 eager, one scale per call)", run_textbook(
+        model, classifier, run_schedule, shape, batch, textbook_scales, device))
+    measured("sweep, exact (fp32 eager)", run_sweep(model, classifier, schedule, shape,
+                                                    settings(slow_per_scale, "off"), device))
+    measured("sweep, bf16 + channels_last, eager", run_sweep(model, classifier, schedule, shape,
+                                                             settings(slow_per_scale, "eager"), device))
+    # (row, fast_path, batch, classifier on a second stream): the default, the shipped batch, and two candidates
+    compiled = [("bf16 + channels_last + compile (default on GPU)", "on", batch, False),
+                (f"bf16 + channels_last + compile, batch {shipped_batch} (shipped default)", "on", shipped_batch, False),
+                ("compiled + CUDA graphs (fast_path=graphs)", "graphs", batch, False),
+                ("compiled, classifier on a second stream (method.classifier.streams)", "on", batch, True)]
     if fast_mode == "on":
-        warm = time.perf_counter()  # compile for the batches the runs below see: all rows at w=0, none at w=0
-        run_sweep(model, classifier, schedule, shape, settings(batch, "on", steps=2, scales=[0.0, 1.0]), device)
-        print(f"torch.compile warm-up {time.perf_counter() - warm:.0f} s", flush=True)
-        rows["sweep, bf16 + channels_last + compile (default on GPU)"] = run_sweep(
-            model, classifier, schedule, shape, settings(fast_per_scale, "on"), device)
+        for label, mode, size, streams in compiled:
+            name = f"sweep, {label}"
+            try:
+                warm = time.perf_counter()  # the run itself for 2 steps: compiles for every shape it meets (the
+                run_sweep(model, classifier, schedule, shape,  # classifier's guided-row count varies by chunk)
+                          settings(fast_per_scale, mode, steps=2, batch_size=size), device, streams)
+                print(f"{name}: torch.compile warm-up {time.perf_counter() - warm:.0f} s", flush=True)
+                measured(name, {**run_sweep(model, classifier, schedule, shape,
+                                            settings(fast_per_scale, mode, batch_size=size), device, streams),
+                                "batch": size})
+            except Exception as err:  # a variant that fails on this machine must not cost the others
+                print(f"{name}: FAILED {type(err).__name__}: {err}", flush=True)
+                failed[name] = f"{type(err).__name__}: {err}"
     for solver, grid in (("dpm++2m", "logSNR grid"), ("dpm++2m-t", "t grid")):  # the t grid matches DDIM-50 on digits
-        rows[f"sweep, DPM-Solver++(2M) {args.solver_steps} steps, {grid}, {fast_mode}"] = run_sweep(
-            model, classifier, schedule, shape, settings(fast_per_scale, fast_mode, solver, args.solver_steps), device)
+        measured(f"sweep, DPM-Solver++(2M) {args.solver_steps} steps, {grid}, {fast_mode}", run_sweep(
+            model, classifier, schedule, shape, settings(fast_per_scale, fast_mode, solver, args.solver_steps), device))
 
     base = rows["textbook loop (fp32 eager, one scale per call)"]
     base_rate = base["samples"] / base["seconds"]
-    print(f"\n{'path':58s} {'samples':>8s} {'samples/s':>10s} {'x textbook':>10s} {'peak GiB':>9s}")
+    print(f"\n{'path':74s} {'samples':>8s} {'samples/s':>10s} {'x textbook':>10s} {'peak GiB':>9s}")
     for name, row in rows.items():
         row["samples_per_s"] = row["samples"] / row["seconds"]
         row["speedup"] = row["samples_per_s"] / base_rate
         peak = "–" if row["peak_gib"] is None else f"{row['peak_gib']:.2f}"
-        print(f"{name:58s} {row['samples']:8d} {row['samples_per_s']:10.1f} {row['speedup']:10.2f} {peak:>9s}")
+        print(f"{name:74s} {row['samples']:8d} {row['samples_per_s']:10.1f} {row['speedup']:10.2f} {peak:>9s}")
     print(f"(per-sample rates: the textbook loop ran {base['samples']} samples, the exact/eager sweeps "
           f"{slow_per_scale * len(SCALES)}, the fast ones {fast_per_scale * len(SCALES)}; peak memory is the CUDA "
-          "allocator's, batch equal for all)")
+          f"allocator's; batch {batch} for all but the shipped-default row)")
 
-    costs = {"exact": step_cost(model, classifier, run_schedule, shape, batch, "off", device, 5 if args.quick else 10)}
-    costs[fast_mode] = step_cost(model, classifier, run_schedule, shape, batch, fast_mode, device,
-                                 5 if args.quick else 10)
+    n = 5 if args.quick else 10
+    costs["exact"] = step_cost(model, classifier, run_schedule, shape, batch, "off", device, n)
+    variants = [(fast_mode, batch, False)]
+    if fast_mode == "on":
+        variants += [("on", shipped_batch, False), ("graphs", batch, False), ("on", batch, True)]
+    for mode, size, streams in variants:
+        name = mode + ("" if size == batch else f", batch {size}") + (", streams" if streams else "")
+        try:
+            costs[name] = step_cost(model, classifier, run_schedule, shape, size, mode, device, n, streams)
+            args.out.write_text(json.dumps(record, indent=2))
+        except Exception as err:
+            print(f"step cost ({name}): FAILED {type(err).__name__}: {err}", flush=True)
+            failed[f"step cost ({name})"] = f"{type(err).__name__}: {err}"
     for name, cost in costs.items():
-        print(f"step cost ({name}, batch {batch}): unguided {cost['unguided_ms']:.1f} ms, guided "
+        label = name if "batch" in name else f"{name}, batch {cost['batch']}"
+        print(f"step cost ({label}): unguided {cost['unguided_ms']:.1f} ms, guided "
               f"{cost['guided_ms']:.1f} ms, ratio {cost['guided_over_unguided']:.2f}")
 
-    record = {"command": " ".join([sys.executable, *sys.argv]), "environment": environment(device),
-              "settings": {"nets": preset, "batch": batch, "steps": args.steps, "solver_steps": args.solver_steps,
-                           "scales": SCALES, "textbook_scales": textbook_scales},
-              "paths": rows, "step_cost": costs}
+    record["complete"] = True
     args.out.write_text(json.dumps(record, indent=2))
     print(f"written {args.out}")
     return record

@@ -17,6 +17,7 @@ both ends; random data; bf16 autocast; fused AdamW; batch 128 by default):
                                          channels_last off
   ours_train_fast                        the same with the config's defaults (compile/channels_last: auto)
   *_compiled_nchw, ours_train_fast_nchw  compiled without channels_last (inductor chooses the layout)
+  ours_train_fast_graphs                 ours_train_fast with task.module.compile=reduce-overhead (CUDA graphs)
   ours_train_fast_ddp1                   ours_train_fast under trainer=ddp with devices=1: DDP's own overhead
 
 One JSON line per figure, then a table. diffusers is the optional extra `bench`
@@ -321,6 +322,7 @@ def main(argv=None) -> list[dict]:
         for name, fast, trainer, extra in (
                 ("ours_train_eager", False, "gpu", []), ("ours_train_fast", True, "gpu", []),
                 ("ours_train_fast_nchw", True, "gpu", ["task.module.channels_last=false"]),
+                ("ours_train_fast_graphs", True, "gpu", ["task.module.compile=reduce-overhead"]),
                 ("ours_train_fast_ddp1", True, "ddp", [])):
             record(name, lambda fast=fast, name=name, trainer=trainer, extra=extra: through_train(
                 fast, quick, batch, warmup, steps, args.compile_mode, [*args.train_override, *extra], Path(tmp) / name,
@@ -330,7 +332,7 @@ def main(argv=None) -> list[dict]:
     print(f"\n{'figure':<26}{'images/s':>12}   ({info['device']}, torch {info['torch']}, batch {batch})")
     for row in rows:
         print(f"{row['figure']:<26}{row['images_per_s']:>12,.1f}")
-    for ours in ("ours_train_fast", "ours_train_fast_nchw"):
+    for ours in ("ours_train_fast", "ours_train_fast_nchw", "ours_train_fast_graphs"):
         for target, factor in (("diffusers_eager", 2.0), ("diffusers_compiled", 1.2)):
             if target in by_name and ours in by_name:
                 print(f"{ours} / {target} = {by_name[ours] / by_name[target]:.2f} (target >= {factor})")

@@ -39,7 +39,9 @@ def save_last_at_end(trainer: pl.Trainer, output_dir: Path) -> None:
         return
     # ModelCheckpoint's record of the step it last wrote (Lightning 2.x); unknown means write
     if getattr(checkpoint, "_last_global_step_saved", -1) != trainer.global_step:
-        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+        # a full checkpoint (optimizer, EMA, loops: what resume needs); said outright, else Lightning logs that
+        # "weights_only was not set", which reads as if loading were unsafe (loading is weights_only=True)
+        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
 
 def train(cfg: DictConfig) -> dict:

@@ -4,10 +4,17 @@ Only the networks change: each is wrapped so that it runs under bf16 autocast an
 so the guidance gradient (taken w.r.t. a float32 x_t, log-softmax in float32), the scale arithmetic and
 the sampler's update all stay in float32. On by default on CUDA; on CPU the default is the exact path
 (float32, eager). `tests/test_fast_path.py` bounds what bf16 changes on the analytic oracle.
+
+`graphs` adds CUDA graphs (torch.compile's "reduce-overhead" mode): a replay launches a whole forward (or
+the classifier's backward) at once, which pays where kernels are short, as in the small classifier's 8x8
+and 4x4 levels, and costs a recording per new batch shape. A replay writes its outputs into memory the
+next replay reuses, so the wrapper hands back copies (the eps and the input gradient: one image-sized copy
+each per step).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -19,30 +26,56 @@ from guidelab.diffusion.guidance.base import class_count
 
 __all__ = ["FastPath", "FAST_PATH_CHOICES", "FastNet", "with_fast_nets"]
 
-FAST_PATH_CHOICES = ("auto", "on", "off", "eager")
+FAST_PATH_CHOICES = ("auto", "on", "graphs", "off", "eager")
 
 
 @dataclass(frozen=True)
 class FastPath:
-    """How the nets run: `bf16` autocast, `channels_last` memory format, `compile` (torch.compile)."""
+    """How the nets run: `bf16` autocast, `channels_last` memory format, `compile` (torch.compile), and
+    `cuda_graphs` (compiled in "reduce-overhead" mode; on CPU that mode compiles without graphs)."""
 
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
+    cuda_graphs: bool = False
+
+    def __post_init__(self):
+        if self.cuda_graphs and not self.compile:
+            raise ValueError("cuda_graphs needs compile=True: the graphs are torch.compile's 'reduce-overhead' mode")
 
     @classmethod
     def choose(cls, mode: str, device) -> "FastPath":
-        """auto: everything on CUDA, exact elsewhere; on: everything; eager: bf16 + channels_last without
-        compile (no warm-up); off: float32 eager."""
+        """auto: everything but CUDA graphs on CUDA, exact elsewhere; on: bf16 + channels_last + compile;
+        graphs: on + CUDA graphs; eager: bf16 + channels_last without compile (no warm-up); off: float32 eager."""
         if mode not in FAST_PATH_CHOICES:
             raise ValueError(f"fast_path must be one of {list(FAST_PATH_CHOICES)}, got {mode!r}")
         if mode == "auto":
             mode = "on" if torch.device(device).type == "cuda" else "off"
-        return cls(bf16=mode != "off", channels_last=mode != "off", compile=mode == "on")
+        return cls(bf16=mode != "off", channels_last=mode != "off", compile=mode in ("on", "graphs"),
+                   cuda_graphs=mode == "graphs")
 
     @property
     def exact(self) -> bool:
         return not (self.bf16 or self.channels_last or self.compile)
+
+    @property
+    def compile_mode(self) -> str:
+        return "reduce-overhead" if self.cuda_graphs else "default"
+
+    @contextlib.contextmanager
+    def sampling(self, device):
+        """While sampling on CUDA off the exact path, cuDNN benchmarks its convolution algorithms for each new
+        shape (the sweep's batches repeat a few shapes) and keeps the fastest; the previous setting comes back
+        after. The exact path keeps the user's setting, so it stays what a hand-written loop gets."""
+        if self.exact or torch.device(device).type != "cuda":
+            yield
+            return
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = before
 
     def wrap(self, net, *, convert_weights: bool = True):
         """`net` as it runs on this path (the net itself when exact). Weights are shared, not copied;
@@ -54,7 +87,8 @@ class FastPath:
         return FastNet(net, self, convert_weights=convert_weights)
 
     def describe(self) -> dict:
-        return {"bf16": self.bf16, "channels_last": self.channels_last, "compile": self.compile}
+        return {"bf16": self.bf16, "channels_last": self.channels_last, "compile": self.compile,
+                "cuda_graphs": self.cuda_graphs}
 
 
 class FastNet(nn.Module):
@@ -69,14 +103,31 @@ class FastNet(nn.Module):
             self.num_classes = class_count(net)
         if path.channels_last and convert_weights and isinstance(net, nn.Module):
             net.to(memory_format=torch.channels_last)
-        self._run = torch.compile(net) if path.compile else net
+        self._run = torch.compile(net, mode=path.compile_mode) if path.compile else net
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.path.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.path.cuda_graphs and x.requires_grad:
+            x = _CopyGradient.apply(x)  # the input gradient leaves the graph's memory before the next replay
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.path.bf16):
             out = self._run(x, *args, **kwargs)
-        return out.float().contiguous()
+        result = out.float().contiguous()
+        if self.path.cuda_graphs and result is out:  # already float32 and contiguous: still the graph's memory
+            result = result.clone()
+        return result
+
+
+class _CopyGradient(torch.autograd.Function):
+    """Identity whose backward hands on a copy of the incoming gradient (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clone()
 
 
 def with_fast_nets(owners, path: FastPath, trainable=frozenset()):

@@ -110,7 +110,7 @@ def _build(node: dict, nets: Nets, method: str) -> tuple[Guidance, torch.nn.Modu
         node = {**node, "kind": kind, "form": "eps"}
     if kind == "classifier":
         classifier, _ = _noisy_classifier(node, nets, method)
-        return ClassifierGuidance(classifier, form=node.get("form", "eps")), model
+        return ClassifierGuidance(classifier, form=node.get("form", "eps"), streams=node.get("streams", False)), model
     if kind == "cfg":
         path = node.get("ddpm_checkpoint") or nets.paths.get("cfg_ddpm_checkpoint")
         model = nets.load(path, "cfg_ddpm") if path else nets.ddpm

@@ -42,7 +42,7 @@ class SweepSettings:
     grid_size: int
     scale_schedule: str  # constant | linear | cosine (diffusion/scale_schedules.py)
     interval: list[int] | None  # [t_lo, t_hi]: every method guides only inside (GuidanceInterval)
-    fast_path: str  # auto | on | eager | off (fast_nets.py)
+    fast_path: str  # auto | on | graphs | eager | off (fast_nets.py)
 
     @classmethod
     def from_config(cls, node) -> "SweepSettings":
@@ -214,7 +214,7 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
     start = time.perf_counter()
     fast = FastPath.choose(settings.fast_path, device)
     guidance = method.guidance if settings.interval is None else GuidanceInterval(method.guidance, *settings.interval)
-    with _frozen(method.model, guidance) as trainable:
+    with _frozen(method.model, guidance) as trainable, fast.sampling(device):
         model, guidance = with_fast_nets((method.model, guidance), fast, trainable)
         for chunk_scale, chunk_y, chunk_noise in chunks:
             probe.start_batch(chunk_scale.to(device))
