@@ -238,6 +238,24 @@ def main(argv=None):
             except Exception as err:  # a variant that fails on this machine must not cost the others
                 print(f"{name}: FAILED {type(err).__name__}: {err}", flush=True)
                 failed[name] = f"{type(err).__name__}: {err}"
+    # step costs before the solver rows: a run cut short by a time limit keeps the figures with a target
+    n = 5 if args.quick else 10
+    variants = [("off", batch, False), (fast_mode, batch, False)]
+    if fast_mode == "on":
+        variants += [("on", shipped_batch, False), ("graphs", batch, False), ("on", batch, True)]
+    for mode, size, streams in variants:
+        name = ("exact" if mode == "off" else mode) + ("" if size == batch else f", batch {size}") + \
+            (", streams" if streams else "")
+        try:
+            cost = costs[name] = step_cost(model, classifier, run_schedule, shape, size, mode, device, n, streams)
+            print(f"step cost ({name if size != batch else f'{name}, batch {size}'}): unguided "
+                  f"{cost['unguided_ms']:.1f} ms, guided {cost['guided_ms']:.1f} ms, ratio "
+                  f"{cost['guided_over_unguided']:.2f}", flush=True)
+            args.out.write_text(json.dumps(record, indent=2))
+        except Exception as err:
+            print(f"step cost ({name}): FAILED {type(err).__name__}: {err}", flush=True)
+            failed[f"step cost ({name})"] = f"{type(err).__name__}: {err}"
+
     for solver, grid in (("dpm++2m", "logSNR grid"), ("dpm++2m-t", "t grid")):  # the t grid matches DDIM-50 on digits
         measured(f"sweep, DPM-Solver++(2M) {args.solver_steps} steps, {grid}, {fast_mode}", run_sweep(
             model, classifier, schedule, shape, settings(fast_per_scale, fast_mode, solver, args.solver_steps), device))
@@ -252,25 +270,7 @@ def main(argv=None):
         print(f"{name:74s} {row['samples']:8d} {row['samples_per_s']:10.1f} {row['speedup']:10.2f} {peak:>9s}")
     print(f"(per-sample rates: the textbook loop ran {base['samples']} samples, the exact/eager sweeps "
           f"{slow_per_scale * len(SCALES)}, the fast ones {fast_per_scale * len(SCALES)}; peak memory is the CUDA "
-          f"allocator's; batch {batch} for all but the shipped-default row)")
-
-    n = 5 if args.quick else 10
-    costs["exact"] = step_cost(model, classifier, run_schedule, shape, batch, "off", device, n)
-    variants = [(fast_mode, batch, False)]
-    if fast_mode == "on":
-        variants += [("on", shipped_batch, False), ("graphs", batch, False), ("on", batch, True)]
-    for mode, size, streams in variants:
-        name = mode + ("" if size == batch else f", batch {size}") + (", streams" if streams else "")
-        try:
-            costs[name] = step_cost(model, classifier, run_schedule, shape, size, mode, device, n, streams)
-            args.out.write_text(json.dumps(record, indent=2))
-        except Exception as err:
-            print(f"step cost ({name}): FAILED {type(err).__name__}: {err}", flush=True)
-            failed[f"step cost ({name})"] = f"{type(err).__name__}: {err}"
-    for name, cost in costs.items():
-        label = name if "batch" in name else f"{name}, batch {cost['batch']}"
-        print(f"step cost ({label}): unguided {cost['unguided_ms']:.1f} ms, guided "
-              f"{cost['guided_ms']:.1f} ms, ratio {cost['guided_over_unguided']:.2f}")
+          f"allocator's; batch {batch} for all but the shipped-default row; step costs above)")
 
     record["complete"] = True
     args.out.write_text(json.dumps(record, indent=2))
