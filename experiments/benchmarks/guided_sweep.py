@@ -240,9 +240,8 @@ def main(argv=None):
                 failed[name] = f"{type(err).__name__}: {err}"
     # step costs before the solver rows: a run cut short by a time limit keeps the figures with a target
     n = 5 if args.quick else 10
-    variants = [("off", batch, False), (fast_mode, batch, False)]
-    if fast_mode == "on":
-        variants += [("on", shipped_batch, False), ("graphs", batch, False), ("on", batch, True)]
+    variants = [("off", batch, False)] + ([(mode, size, streams) for _, mode, size, streams in compiled]
+                                          if fast_mode == "on" else [(fast_mode, batch, False)])
     for mode, size, streams in variants:
         name = ("exact" if mode == "off" else mode) + ("" if size == batch else f", batch {size}") + \
             (", streams" if streams else "")

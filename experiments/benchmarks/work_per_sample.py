@@ -20,17 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
-
-NET_DIR = Path(__file__).resolve().parents[2] / "src" / "guidelab" / "conf" / "net"
 
 
 class ByteCounter(TorchDispatchMode):
@@ -87,15 +82,6 @@ def work_per_sample(model, classifier, shape, device, batch: int = 2, bf16: bool
             "byte_ideal_guided_over_unguided": 1 + g["mib_total"] / u["mib_total"]}
 
 
-def build(preset: str):
-    shape = (3, 32, 32) if preset == "cifar10" else (1, 8, 8)
-    size = dict(image_size=shape[-1], in_channels=shape[0])
-    torch.manual_seed(0)
-    unet = instantiate(OmegaConf.load(NET_DIR / f"unet_{preset}.yaml"), **size)
-    classifier = instantiate(OmegaConf.load(NET_DIR / f"encoder_{preset}.yaml"), **size, num_classes=10)
-    return unet.eval().requires_grad_(False), classifier.eval().requires_grad_(False), shape
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--digits", action="store_true", help="the digits presets instead of CIFAR-10's")
@@ -104,7 +90,9 @@ def main(argv=None) -> dict:
                         help="samples counted at once (64): the weights' bytes (and autocast's bf16 copies of them) "
                              "are shared by the batch, so small batches overstate the bytes per sample")
     args = parser.parse_args(argv)
-    model, classifier, shape = build("digits" if args.digits else "cifar10")
+    from guided_sweep import build_nets  # beside this file; imported here, as guided_sweep imports this module
+
+    model, classifier, shape = build_nets("digits" if args.digits else "cifar10", "cpu")
     if not args.fp32:
         model, classifier = (net.to(memory_format=torch.channels_last) for net in (model, classifier))
     work = work_per_sample(model, classifier, shape, "cpu", batch=args.batch, bf16=not args.fp32)
