@@ -10,6 +10,9 @@
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
 #             and GPU ms per step by kernel kind (what separates the two compiled nets; ~4-5 min)
 #   layout    train_throughput.py: ours through guidelab-train compiled without channels_last (~2 min)
+#   combo     train_throughput.py: ours compiled (plain loop and guidelab-train) with inductor's combo kernels,
+#             31% fewer launches per step by inductor_codegen.py; compare with the "train" and "compiled" rows
+#             of the same call (~3 min)
 #   tests     pytest -m gpu with whatever time is left
 # A 15-minute session fits two calls of about 5-6 minutes: "sweep" (timeout_s 360), then "train" (timeout_s 400);
 # "compiled layout tests" when a later session has time. Each part's own timeout keeps the others' time.
@@ -37,6 +40,11 @@ if has layout; then
 t0=$(date +%s); timeout 150 python3 experiments/benchmarks/train_throughput.py --only ours_train_fast_nchw \
   --json "$out/layout.json" > "$out/layout.log" 2>&1
 echo "== layout rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure' "$out/layout.log"
+fi
+if has combo; then
+t0=$(date +%s); timeout 200 python3 experiments/benchmarks/train_throughput.py --inductor combo_kernels=True \
+  --only ours_plain_compiled ours_train_fast --json "$out/combo.json" > "$out/combo.log" 2>&1
+echo "== combo rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure' "$out/combo.log"
 fi
 if has compiled; then
 t0=$(date +%s); timeout 300 python3 experiments/benchmarks/train_throughput.py --kernels 3 --json "$out/compiled.json" \
