@@ -237,7 +237,7 @@ def inventory(path: Path) -> dict:
         launches[kind] += 1
     return {"launches": dict(launches), "launches_total": sum(launches.values()),
             "triton_mb": {k: round(v, 1) for k, v in traffic.items()},
-            "triton_mb_total": round(sum(traffic.values()), 1), "output_code": str(path)}
+            "triton_mb_total": round(sum(traffic.values()), 1)}
 
 
 TRAINING_NETS = ("ours", "diffusers")
@@ -339,7 +339,6 @@ def main(argv=None) -> dict:
         result = {"parameters": sum(p.numel() for p in net.parameters())}
         for graph, path in zip(graphs, paths):
             result[graph] = inventory(path)
-            result[graph].pop("output_code")
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 (args.keep / f"{name}_{graph}.py").write_text(path.read_text())
