@@ -5,8 +5,10 @@
 # PARTS (default "sweep train tests"): any of
 #   sweep     guided_sweep.py: textbook loop against the sweep at batch 512 and at the shipped batch, with CUDA
 #             graphs, with the classifier on a second stream, both DPM-Solver++ grids, step costs (~5 min)
+#   candidates  guided_sweep.py --variants default graphs streams: the textbook loop, the default compiled sweep and
+#             the two candidates for the 1.3 step ratio, each row followed by its step cost (~5 min)
 #   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train with the default fast
-#             path and with CUDA graphs (compile=reduce-overhead): both targets of issue 11 in one process (~6 min)
+#             path and with CUDA graphs (compile=reduce-overhead): both targets of issue 11 in one process (~7 min)
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
 #             and GPU ms per step by kernel kind (what separates the two compiled nets; ~4-5 min)
 #   layout    train_throughput.py: ours through guidelab-train compiled without channels_last (~2 min)
@@ -14,12 +16,14 @@
 #             31% fewer launches per step by inductor_codegen.py; compare with the "train" and "compiled" rows
 #             of the same call (~3 min)
 #   tests     pytest -m gpu with whatever time is left
-# A 15-minute session fits two calls of about 5-6 minutes: "sweep" (timeout_s 360), then "train" (timeout_s 400);
-# "compiled layout tests" when a later session has time. Each part's own timeout keeps the others' time.
+# A 15-minute session fits two calls of about 5-6 minutes, started one right after the other (the machine stays warm
+# 30 s): the plan in README.md ("Prepared for the next GPU session"). Each part's timeout is capped by what is left of
+# BUDGET_S, and `timeout -k 10` kills a part that outlives SIGTERM (a train part once ran over two minutes past its limit).
 set -u
 budget=${1:-400}; parts=${2:-sweep train tests}; start=$(date +%s)
 has() { case " $parts " in *" $1 "*) return 0;; *) return 1;; esac; }
 left() { echo $(( budget - ($(date +%s) - start) )); }
+cap() { local l=$(( $(left) - 5 )); echo $(( $1 < l ? $1 : l )); }  # a part's limit, within the budget
 out=${OUT:-/tmp/gpu}; mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD/src || exit 1
@@ -28,32 +32,37 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
   python3 -c "import sys, torch, pytorch_lightning as pl, diffusers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', pl.__version__, 'diffusers', diffusers.__version__)"
 } 2>&1 | tee "$out/env.log"
 if has sweep; then
-t0=$(date +%s); timeout 330 python3 experiments/benchmarks/guided_sweep.py --out "$out/sweep.json" > "$out/sweep.log" 2>&1
+t0=$(date +%s); timeout -k 10 $(cap 330) python3 experiments/benchmarks/guided_sweep.py --out "$out/sweep.json" > "$out/sweep.log" 2>&1
 echo "== sweep rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep -v Warning "$out/sweep.log" | tail -24
 fi
+if has candidates; then
+t0=$(date +%s); timeout -k 10 $(cap 330) python3 experiments/benchmarks/guided_sweep.py --variants default graphs streams \
+  --out "$out/candidates.json" > "$out/candidates.log" 2>&1
+echo "== candidates rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep -v Warning "$out/candidates.log" | tail -24
+fi
 if has train; then
-t0=$(date +%s); timeout 360 python3 experiments/benchmarks/train_throughput.py \
+t0=$(date +%s); timeout -k 10 $(cap 470) python3 experiments/benchmarks/train_throughput.py \
   --only diffusers_eager diffusers_compiled ours_train_fast ours_train_fast_graphs --json "$out/train.json" > "$out/train.log" 2>&1
 echo "== train rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20
 fi
 if has layout; then
-t0=$(date +%s); timeout 150 python3 experiments/benchmarks/train_throughput.py --only ours_train_fast_nchw \
+t0=$(date +%s); timeout -k 10 $(cap 150) python3 experiments/benchmarks/train_throughput.py --only ours_train_fast_nchw \
   --json "$out/layout.json" > "$out/layout.log" 2>&1
 echo "== layout rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure' "$out/layout.log"
 fi
 if has combo; then
-t0=$(date +%s); timeout 200 python3 experiments/benchmarks/train_throughput.py --inductor combo_kernels=True \
+t0=$(date +%s); timeout -k 10 $(cap 200) python3 experiments/benchmarks/train_throughput.py --inductor combo_kernels=True \
   --only ours_plain_compiled ours_train_fast --json "$out/combo.json" > "$out/combo.log" 2>&1
 echo "== combo rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure' "$out/combo.log"
 fi
 if has compiled; then
-t0=$(date +%s); timeout 300 python3 experiments/benchmarks/train_throughput.py --kernels 3 --json "$out/compiled.json" \
+t0=$(date +%s); timeout -k 10 $(cap 300) python3 experiments/benchmarks/train_throughput.py --kernels 3 --json "$out/compiled.json" \
   --only diffusers_compiled diffusers_compiled_nchw ours_plain_compiled ours_plain_compiled_nchw > "$out/compiled.log" 2>&1
 echo "== compiled rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"
 grep '^{"figure\|GPU ms per step\|^    ' "$out/compiled.log" | head -72
 fi
 rest=$(( $(left) - 10 ))
 if has tests && [ "$rest" -gt 30 ]; then
-  t0=$(date +%s); timeout "$rest" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$out/pytest-gpu.log" 2>&1
+  t0=$(date +%s); timeout -k 10 "$rest" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$out/pytest-gpu.log" 2>&1
   echo "== pytest-gpu rc=$? in $(( $(date +%s) - t0 )) s (limit $rest)" | tee -a "$out/env.log"; tail -3 "$out/pytest-gpu.log"
 fi

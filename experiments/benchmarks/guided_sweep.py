@@ -10,9 +10,10 @@ per call. Per-sample rates are compared: the slower paths run on fewer samples t
 the output). Every path samples `--steps` respaced steps; DPM-Solver++(2M) runs at `--solver-steps`.
 Every path runs at `--batch` (memory compared at equal batch), and the compiled sweep once more at the
 shipped default batch (conf/sweep_settings, what guidelab-sweep runs); `fast_path=graphs` (CUDA graphs) is a
-row of its own, and so is the classifier on a second CUDA stream (`streams`). A variant that fails is reported
-and the others still run. Also printed (work_per_sample.py): FLOPs and bytes per sample of the UNet and of the
-classifier's gradient, and the guided/unguided step ratios they alone would give.
+row of its own, and so is the classifier on a second CUDA stream (`streams`); `--variants` picks among these
+compiled rows, each followed by its step cost. A variant that fails is reported and the others still run.
+Also printed (work_per_sample.py): FLOPs and bytes per sample of the UNet and of the classifier's gradient,
+and the guided/unguided step ratios they alone would give.
 Prints a table and writes it as JSON (--out) with the device, versions and settings.
 """
 
@@ -39,6 +40,13 @@ from work_per_sample import work_per_sample  # beside this file
 
 NET_DIR = Path(__file__).resolve().parents[2] / "src" / "guidelab" / "conf" / "net"
 SCALES = [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
+# compiled sweep rows (--variants): name -> (row label, fast_path, batch or None for --batch, classifier on a 2nd stream)
+VARIANTS = {
+    "default": ("bf16 + channels_last + compile (default on GPU)", "on", None, False),
+    "shipped": ("bf16 + channels_last + compile, batch {shipped} (shipped default)", "on", "shipped", False),
+    "graphs": ("compiled + CUDA graphs (fast_path=graphs)", "graphs", None, False),
+    "streams": ("compiled, classifier on a second stream (method.classifier.streams)", "on", None, True),
+}
 
 
 class NoMetrics:
@@ -171,6 +179,8 @@ def main(argv=None):
     parser.add_argument("--fast-mode", choices=["on", "eager"], default=None,
                         help="fast path of the solver rows and whether the compiled rows run (default: on with CUDA, "
                              "eager on CPU; --quick --fast-mode on dry-runs the GPU's rows on CPU, minutes of compile)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="compiled sweep rows to run, each followed by its step cost (default: all)")
     parser.add_argument("--out", type=Path, default=Path("guided_sweep_benchmark.json"))
     args = parser.parse_args(argv)
 
@@ -205,7 +215,8 @@ def main(argv=None):
     rows, costs, failed = {}, {}, {}
     record = {"command": " ".join([sys.executable, *sys.argv]), "environment": environment(device),
               "settings": {"nets": preset, "batch": batch, "steps": args.steps, "solver_steps": args.solver_steps,
-                           "scales": SCALES, "textbook_scales": textbook_scales, "shipped_batch": shipped_batch},
+                           "scales": SCALES, "textbook_scales": textbook_scales, "shipped_batch": shipped_batch,
+                           "variants": args.variants if fast_mode == "on" else []},
               "work_per_sample": work, "paths": rows, "step_cost": costs, "failed": failed, "complete": False}
 
     def measured(name, row):  # each figure printed and written as it comes: a run cut short keeps what it measured
@@ -219,41 +230,42 @@ def main(argv=None):
                                                     settings(slow_per_scale, "off"), device))
     measured("sweep, bf16 + channels_last, eager", run_sweep(model, classifier, schedule, shape,
                                                              settings(slow_per_scale, "eager"), device))
-    # (row, fast_path, batch, classifier on a second stream): the default, the shipped batch, and two candidates
-    compiled = [("bf16 + channels_last + compile (default on GPU)", "on", batch, False),
-                (f"bf16 + channels_last + compile, batch {shipped_batch} (shipped default)", "on", shipped_batch, False),
-                ("compiled + CUDA graphs (fast_path=graphs)", "graphs", batch, False),
-                ("compiled, classifier on a second stream (method.classifier.streams)", "on", batch, True)]
-    if fast_mode == "on":
-        for label, mode, size, streams in compiled:
-            name = f"sweep, {label}"
-            try:
-                warm = time.perf_counter()  # the run itself for 2 steps: compiles for every shape it meets (the
-                run_sweep(model, classifier, schedule, shape,  # classifier's guided-row count varies by chunk)
-                          settings(fast_per_scale, mode, steps=2, batch_size=size), device, streams)
-                print(f"{name}: torch.compile warm-up {time.perf_counter() - warm:.0f} s", flush=True)
-                measured(name, {**run_sweep(model, classifier, schedule, shape,
-                                            settings(fast_per_scale, mode, batch_size=size), device, streams),
-                                "batch": size})
-            except Exception as err:  # a variant that fails on this machine must not cost the others
-                print(f"{name}: FAILED {type(err).__name__}: {err}", flush=True)
-                failed[name] = f"{type(err).__name__}: {err}"
-    # step costs before the solver rows: a run cut short by a time limit keeps the figures with a target
-    n = 5 if args.quick else 10
-    variants = [("off", batch, False)] + ([(mode, size, streams) for _, mode, size, streams in compiled]
-                                          if fast_mode == "on" else [(fast_mode, batch, False)])
-    for mode, size, streams in variants:
-        name = ("exact" if mode == "off" else mode) + ("" if size == batch else f", batch {size}") + \
-            (", streams" if streams else "")
+
+    def measure_cost(name, mode, size, streams):
         try:
             cost = costs[name] = step_cost(model, classifier, run_schedule, shape, size, mode, device, n, streams)
             print(f"step cost ({name if size != batch else f'{name}, batch {size}'}): unguided "
                   f"{cost['unguided_ms']:.1f} ms, guided {cost['guided_ms']:.1f} ms, ratio "
                   f"{cost['guided_over_unguided']:.2f}", flush=True)
             args.out.write_text(json.dumps(record, indent=2))
-        except Exception as err:
+        except Exception as err:  # a variant that fails on this machine must not cost the others
             print(f"step cost ({name}): FAILED {type(err).__name__}: {err}", flush=True)
             failed[f"step cost ({name})"] = f"{type(err).__name__}: {err}"
+
+    n = 5 if args.quick else 10  # steps per step-cost figure
+    measure_cost("exact", "off", batch, False)
+    if fast_mode != "on":
+        measure_cost(fast_mode, fast_mode, batch, False)
+    # each compiled variant: its sweep row, then its step cost while its compiled code is warm, so that a run
+    # cut short by a time limit keeps complete pairs
+    for variant in args.variants if fast_mode == "on" else []:
+        label, mode, size, streams = VARIANTS[variant]
+        size = shipped_batch if size == "shipped" else batch
+        name = f"sweep, {label.format(shipped=shipped_batch)}"
+        try:
+            warm = time.perf_counter()  # the run itself for 2 steps: compiles for every shape it meets (the
+            run_sweep(model, classifier, schedule, shape,  # classifier's guided-row count varies by chunk)
+                      settings(fast_per_scale, mode, steps=2, batch_size=size), device, streams)
+            print(f"{name}: torch.compile warm-up {time.perf_counter() - warm:.0f} s", flush=True)
+            measured(name, {**run_sweep(model, classifier, schedule, shape,
+                                        settings(fast_per_scale, mode, batch_size=size), device, streams),
+                            "batch": size})
+        except Exception as err:  # a variant that fails on this machine must not cost the others
+            print(f"{name}: FAILED {type(err).__name__}: {err}", flush=True)
+            failed[name] = f"{type(err).__name__}: {err}"
+            continue
+        measure_cost(mode + ("" if size == batch else f", batch {size}") + (", streams" if streams else ""),
+                     mode, size, streams)
 
     for solver, grid in (("dpm++2m", "logSNR grid"), ("dpm++2m-t", "t grid")):  # the t grid matches DDIM-50 on digits
         measured(f"sweep, DPM-Solver++(2M) {args.solver_steps} steps, {grid}, {fast_mode}", run_sweep(

@@ -19,7 +19,8 @@ What it does:
 - Counts what each generated `call()` launches:
   - Triton kernels by kind (pointwise, persistent reduction, looped reduction), with the bytes each reads and
     writes (inductor's static count);
-  - extern kernels: cuDNN convolutions, matmuls, attention.
+  - extern kernels: cuDNN convolutions, matmuls, attention;
+  - and the memory layout of every convolution's operands (a mixed layout costs conversions inside cuDNN).
 - It does not time anything: timing needs the GPU (`train_throughput.py --kernels`).
 
 How it works without a GPU. Neither autograd nor Triton can touch CUDA without a driver, so it patches
@@ -42,6 +43,7 @@ in `fake_h100` adjusted.
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import json
 import os
@@ -237,7 +239,71 @@ def inventory(path: Path) -> dict:
         launches[kind] += 1
     return {"launches": dict(launches), "launches_total": sum(launches.values()),
             "triton_mb": {k: round(v, 1) for k, v in traffic.items()},
-            "triton_mb_total": round(sum(traffic.values()), 1)}
+            "triton_mb_total": round(sum(traffic.values()), 1),
+            "convolution_layouts": convolution_layouts(call)}
+
+
+def convolution_layouts(call: str) -> dict:
+    """How many convolution (and convolution_backward) calls get which operand layouts, e.g.
+    "input CL, weight CL": 52. CL is channels_last, NCHW contiguous ("slice": that order within a larger
+    buffer). cuDNN converts mixed layouts itself, in kernels that inductor's launch count does not see.
+    Layouts are read from the generated code's stride asserts, allocations, views and buffer reuses."""
+    strides = {}
+
+    def note(name, size, stride):
+        if len(size) == 4:
+            strides[name] = (tuple(size), tuple(stride))
+
+    for line in call.splitlines():
+        line = line.strip()
+        if line.startswith("assert_size_stride_grouped("):  # ((names), (sizes), (strides), 'input')
+            names, rest = line[len("assert_size_stride_grouped(("):].split(")", 1)
+            sizes, strides_, _ = ast.literal_eval("(" + rest.lstrip(", ")[:-1] + ")")
+            for name, size, stride in zip(names.replace(" ", "").split(","), sizes, strides_):
+                note(name, size, stride)
+        elif match := re.match(r"(?:assert_size_stride|assert_tensor_metadata)\((\w+), (\([^)]*\)), (\([^)]*\))", line):
+            note(match[1], ast.literal_eval(match[2]), ast.literal_eval(match[3]))
+        elif match := re.match(r"(\w+) = (?:empty_strided_cuda\(|reinterpret_tensor\(\w+, )(\([^)]*\)), (\([^)]*\))", line):
+            note(match[1], ast.literal_eval(match[2]), ast.literal_eval(match[3]))
+        elif (match := re.match(r"(\w+) = (\w+); del \2\s+# reuse", line)) and match[2] in strides:
+            strides[match[1]] = strides[match[2]]
+
+    def layout(operand):
+        view = re.match(r"reinterpret_tensor\(\w+, (\([^)]*\)), (\([^)]*\))", operand)  # a view made in place
+        if view:
+            size, stride = ast.literal_eval(view[1]), ast.literal_eval(view[2])
+        elif operand in strides:
+            size, stride = strides[operand]
+        else:
+            return "?"
+        if len(size) != 4:
+            return "?"
+        _, c, h, w = size
+        dense = stride[0] == c * h * w  # else a slice of a larger buffer, e.g. the gradient of a torch.cat
+        if stride[1:] == (h * w, w, 1):
+            return "NCHW" if dense else "NCHW slice"
+        if stride[1:] == (1, w * c, c):
+            return "CL" if dense else "CL slice"
+        return f"strides {stride}"
+
+    found = collections.Counter()
+    for match in re.finditer(r"= (extern_kernels\.convolution|torch\.ops\.aten\.convolution_backward\.default)\(",
+                             call):
+        roles = ("input", "weight") if match[1].startswith("extern") else ("grad_output", "input", "weight")
+        kind = "convolution" if match[1].startswith("extern") else "convolution_backward"
+        operands, depth, start = [], 0, match.end()
+        for end in range(match.end(), len(call)):  # the leading operands, split at commas outside parentheses
+            if call[end] in "([":
+                depth += 1
+            elif call[end] in ")]":
+                depth -= 1
+            if depth < 0 or (depth == 0 and call[end] == ","):
+                operands.append(call[start:end].strip())
+                start = end + 1
+                if depth < 0 or len(operands) == len(roles):
+                    break
+        found[f"{kind}: " + ", ".join(f"{role} {layout(name)}" for role, name in zip(roles, operands))] += 1
+    return dict(found)
 
 
 TRAINING_NETS = ("ours", "diffusers")
@@ -346,6 +412,7 @@ def main(argv=None) -> dict:
         row = result[graph]
         print(f"{name} {graph}: {row['launches_total']} launches, Triton kernels move {row['triton_mb_total']:,.0f} MB; "
               + json.dumps(row["launches"]), flush=True)
+        print(f"{name} {graph}: convolution operand layouts " + json.dumps(row["convolution_layouts"]), flush=True)
     return summarise(setup, {name: result}, args)
 
 

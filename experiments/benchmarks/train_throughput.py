@@ -182,6 +182,8 @@ def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, 
         "experiment=cifar10_ddpm", f"trainer={trainer}", "trainer.devices=1", "data=synthetic", "logger=csv", f"paths.output_dir={out}",
         f"data.batch_size={batch}", f"data.image_size={size}", f"data.num_samples={batch * (warmup + steps + 2) * 2}",
         f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1", "trainer.enable_model_summary=false",
+        # no sanity validation: it would compile an eval graph (tens of seconds of device time) that no timed step uses
+        "+trainer.num_sanity_val_steps=0",
         "+callbacks.timer._target_=__main__.StepTimer", f"+callbacks.timer.warmup={warmup}",
         f"+callbacks.timer.steps={steps}", f"+callbacks.timer.batch={batch}",
         *(QUICK_NET if quick else []),
@@ -308,6 +310,11 @@ def main(argv=None) -> list[dict]:
 
     rows = []
 
+    def write(complete: bool) -> None:
+        if args.json:
+            args.json.write_text(json.dumps({"setup": info, "inductor": inductor, "rows": rows, "complete": complete},
+                                            indent=2))
+
     def record(name, fn):
         if args.only is not None and name not in args.only:
             return
@@ -324,6 +331,7 @@ def main(argv=None) -> list[dict]:
                 print(f"    {kernel['ms_per_step']:8.3f} ms x{kernel['calls_per_step']:<4d} {kernel['name']}")
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
+        write(complete=False)  # after every figure: a run cut short by a time limit keeps what it measured
 
     def plain(net_factory, call, compiled, channels_last=True):
         net = net_factory().to(device)
@@ -361,8 +369,7 @@ def main(argv=None) -> list[dict]:
         for target, factor in (("diffusers_eager", 2.0), ("diffusers_compiled", 1.2)):
             if target in by_name and ours in by_name:
                 print(f"{ours} / {target} = {by_name[ours] / by_name[target]:.2f} (target >= {factor})")
-    if args.json:
-        args.json.write_text(json.dumps({"setup": info, "inductor": inductor, "rows": rows}, indent=2))
+    write(complete=True)
     return rows
 
 
