@@ -10,7 +10,7 @@
 #   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train with the default fast
 #             path and with CUDA graphs (compile=reduce-overhead): both targets of issue 11 in one process (~7 min)
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
-#             and GPU ms per step by kernel kind (what separates the two compiled nets; ~4-5 min)
+#             and GPU ms per step by kernel kind (what separates the two compiled nets; ~7 min, channels_last pair first)
 #   layout    train_throughput.py: ours through guidelab-train compiled without channels_last (~2 min)
 #   combo     train_throughput.py: ours compiled (plain loop and guidelab-train) with inductor's combo kernels,
 #             31% fewer launches per step by inductor_codegen.py; compare with the "train" and "compiled" rows
@@ -56,8 +56,8 @@ t0=$(date +%s); timeout -k 10 $(cap 200) python3 experiments/benchmarks/train_th
 echo "== combo rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure' "$out/combo.log"
 fi
 if has compiled; then
-t0=$(date +%s); timeout -k 10 $(cap 300) python3 experiments/benchmarks/train_throughput.py --kernels 3 --json "$out/compiled.json" \
-  --only diffusers_compiled diffusers_compiled_nchw ours_plain_compiled ours_plain_compiled_nchw > "$out/compiled.log" 2>&1
+t0=$(date +%s); timeout -k 10 $(cap 470) python3 experiments/benchmarks/train_throughput.py --kernels 3 --json "$out/compiled.json" \
+  --only diffusers_compiled ours_plain_compiled diffusers_compiled_nchw ours_plain_compiled_nchw > "$out/compiled.log" 2>&1
 echo "== compiled rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"
 grep '^{"figure\|GPU ms per step\|^    ' "$out/compiled.log" | head -72
 fi

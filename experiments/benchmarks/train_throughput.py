@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -263,7 +264,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                         help="torch._inductor.config setting for every compiled row (repeatable), e.g. "
                              "combo_kernels=True: inductor_codegen.py counts 31%% fewer launches per training step")
-    parser.add_argument("--only", nargs="*", default=None, help="figure names to run (default: all)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="figure names to run, in this order (default: all, in the order above)")
     parser.add_argument("--train-override", action="append", default=[],
                         help="extra Hydra override for the guidelab-train rows (repeatable), e.g. trainer.benchmark=false")
     parser.add_argument("--profile", action="store_true",
@@ -316,8 +318,6 @@ def main(argv=None) -> list[dict]:
                                             indent=2))
 
     def record(name, fn):
-        if args.only is not None and name not in args.only:
-            return
         tic = time.perf_counter()
         value = fn()
         value, kernels = value if isinstance(value, tuple) else (value, None)
@@ -344,22 +344,33 @@ def main(argv=None) -> list[dict]:
     # *_nchw: compiled without channels_last, leaving the layout to inductor (its layout optimisation picks
     # channels_last for the convolutions it judges worth it); a lead from the H200 figures, where ours
     # compiled gained +13% with channels_last against +68% in the issue's own (layout unstated) measurement
+    figures = {}  # name -> what measures it, in the default order
     if theirs is not None:
-        record("diffusers_eager", lambda: plain(lambda: diffusers_net(quick), call_diffusers, False))
-        record("diffusers_compiled", lambda: plain(lambda: diffusers_net(quick), call_diffusers, True))
-        record("diffusers_compiled_nchw", lambda: plain(lambda: diffusers_net(quick), call_diffusers, True, False))
-    record("ours_plain_eager", lambda: plain(lambda: our_net(quick), call_ours, False))
-    record("ours_plain_compiled", lambda: plain(lambda: our_net(quick), call_ours, True))
-    record("ours_plain_compiled_nchw", lambda: plain(lambda: our_net(quick), call_ours, True, False))
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, fast, trainer, extra in (
-                ("ours_train_eager", False, "gpu", []), ("ours_train_fast", True, "gpu", []),
-                ("ours_train_fast_nchw", True, "gpu", ["task.module.channels_last=false"]),
-                ("ours_train_fast_graphs", True, "gpu", ["task.module.compile=reduce-overhead"]),
-                ("ours_train_fast_ddp1", True, "ddp", [])):
-            record(name, lambda fast=fast, name=name, trainer=trainer, extra=extra: through_train(
-                fast, quick, batch, warmup, steps, args.compile_mode, [*args.train_override, *extra], Path(tmp) / name,
-                profile=args.profile and name == "ours_train_eager", trainer=trainer))
+        figures["diffusers_eager"] = lambda: plain(lambda: diffusers_net(quick), call_diffusers, False)
+        figures["diffusers_compiled"] = lambda: plain(lambda: diffusers_net(quick), call_diffusers, True)
+        figures["diffusers_compiled_nchw"] = lambda: plain(lambda: diffusers_net(quick), call_diffusers, True, False)
+    figures["ours_plain_eager"] = lambda: plain(lambda: our_net(quick), call_ours, False)
+    figures["ours_plain_compiled"] = lambda: plain(lambda: our_net(quick), call_ours, True)
+    figures["ours_plain_compiled_nchw"] = lambda: plain(lambda: our_net(quick), call_ours, True, False)
+    tmp = Path(tempfile.mkdtemp(prefix="train_throughput_"))  # the guidelab-train rows' run folders
+    for name, fast, trainer, extra in (
+            ("ours_train_eager", False, "gpu", []), ("ours_train_fast", True, "gpu", []),
+            ("ours_train_fast_nchw", True, "gpu", ["task.module.channels_last=false"]),
+            ("ours_train_fast_graphs", True, "gpu", ["task.module.compile=reduce-overhead"]),
+            ("ours_train_fast_ddp1", True, "ddp", [])):
+        figures[name] = lambda fast=fast, name=name, trainer=trainer, extra=extra: through_train(
+            fast, quick, batch, warmup, steps, args.compile_mode, [*args.train_override, *extra], tmp / name,
+            profile=args.profile and name == "ours_train_eager", trainer=trainer)
+    if theirs is None and args.only is not None:  # said above: the diffusers rows are skipped
+        args.only = [name for name in args.only if not name.startswith("diffusers_")]
+    unknown = [name for name in args.only or [] if name not in figures]
+    if unknown:
+        raise SystemExit(f"--only {unknown}: no such figure here; choose from {list(figures)}")
+    try:
+        for name in args.only if args.only is not None else figures:  # --only's order: the first named run first
+            record(name, figures[name])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     by_name = {r["figure"]: r["images_per_s"] for r in rows}
     print(f"\n{'figure':<26}{'images/s':>12}   ({info['device']}, torch {info['torch']}, batch {batch})")
