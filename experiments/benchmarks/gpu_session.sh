@@ -18,7 +18,8 @@
 #   tests     pytest -m gpu with whatever time is left
 # A 15-minute session fits two calls of about 5-6 minutes, started one right after the other (the machine stays warm
 # 30 s): the plan in README.md ("Prepared for the next GPU session"). Each part's timeout is capped by what is left of
-# BUDGET_S, and `timeout -k 10` kills a part that outlives SIGTERM (a train part once ran over two minutes past its limit).
+# BUDGET_S (a part with nothing left is skipped), and `timeout -k 10` kills a part that outlives SIGTERM (a train part
+# once ran over two minutes past its limit).
 set -u
 budget=${1:-400}; parts=${2:-sweep train tests}; start=$(date +%s)
 has() { case " $parts " in *" $1 "*) return 0;; *) return 1;; esac; }
@@ -31,35 +32,36 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import sys, torch, pytorch_lightning as pl, diffusers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', pl.__version__, 'diffusers', diffusers.__version__)"
 } 2>&1 | tee "$out/env.log"
+part() {  # part NAME LIMIT_S SCRIPT [ARGS]: a benchmark of this folder, its output in $out/NAME.log
+  local name=$1 limit=$(cap "$2") script=$3 t0=$(date +%s); shift 3
+  if [ "$limit" -le 0 ]; then echo "== $name skipped: the budget is spent" | tee -a "$out/env.log"; return; fi
+  timeout -k 10 "$limit" python3 "experiments/benchmarks/$script" "$@" > "$out/$name.log" 2>&1
+  echo "== $name rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"
+}
 if has sweep; then
-t0=$(date +%s); timeout -k 10 $(cap 330) python3 experiments/benchmarks/guided_sweep.py --out "$out/sweep.json" > "$out/sweep.log" 2>&1
-echo "== sweep rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep -v Warning "$out/sweep.log" | tail -24
+  part sweep 330 guided_sweep.py --out "$out/sweep.json"; grep -v Warning "$out/sweep.log" | tail -24
 fi
 if has candidates; then
-t0=$(date +%s); timeout -k 10 $(cap 330) python3 experiments/benchmarks/guided_sweep.py --variants default graphs streams \
-  --out "$out/candidates.json" > "$out/candidates.log" 2>&1
-echo "== candidates rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep -v Warning "$out/candidates.log" | tail -24
+  part candidates 330 guided_sweep.py --variants default graphs streams --out "$out/candidates.json"
+  grep -v Warning "$out/candidates.log" | tail -24
 fi
 if has train; then
-t0=$(date +%s); timeout -k 10 $(cap 470) python3 experiments/benchmarks/train_throughput.py \
-  --only diffusers_eager diffusers_compiled ours_train_fast ours_train_fast_graphs --json "$out/train.json" > "$out/train.log" 2>&1
-echo "== train rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20
+  part train 470 train_throughput.py --only diffusers_eager diffusers_compiled ours_train_fast ours_train_fast_graphs \
+    --json "$out/train.json"
+  grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20
 fi
 if has layout; then
-t0=$(date +%s); timeout -k 10 $(cap 150) python3 experiments/benchmarks/train_throughput.py --only ours_train_fast_nchw \
-  --json "$out/layout.json" > "$out/layout.log" 2>&1
-echo "== layout rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure' "$out/layout.log"
+  part layout 150 train_throughput.py --only ours_train_fast_nchw --json "$out/layout.json"; grep '^{"figure' "$out/layout.log"
 fi
 if has combo; then
-t0=$(date +%s); timeout -k 10 $(cap 200) python3 experiments/benchmarks/train_throughput.py --inductor combo_kernels=True \
-  --only ours_plain_compiled ours_train_fast --json "$out/combo.json" > "$out/combo.log" 2>&1
-echo "== combo rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"; grep '^{"figure' "$out/combo.log"
+  part combo 200 train_throughput.py --inductor combo_kernels=True --only ours_plain_compiled ours_train_fast \
+    --json "$out/combo.json"
+  grep '^{"figure' "$out/combo.log"
 fi
 if has compiled; then
-t0=$(date +%s); timeout -k 10 $(cap 470) python3 experiments/benchmarks/train_throughput.py --kernels 3 --json "$out/compiled.json" \
-  --only diffusers_compiled ours_plain_compiled diffusers_compiled_nchw ours_plain_compiled_nchw > "$out/compiled.log" 2>&1
-echo "== compiled rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"
-grep '^{"figure\|GPU ms per step\|^    ' "$out/compiled.log" | head -72
+  part compiled 470 train_throughput.py --kernels 3 --json "$out/compiled.json" \
+    --only diffusers_compiled ours_plain_compiled diffusers_compiled_nchw ours_plain_compiled_nchw
+  grep '^{"figure\|GPU ms per step\|^    ' "$out/compiled.log" | head -72
 fi
 rest=$(( $(left) - 10 ))
 if has tests && [ "$rest" -gt 30 ]; then

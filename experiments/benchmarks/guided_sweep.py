@@ -40,12 +40,13 @@ from work_per_sample import work_per_sample  # beside this file
 
 NET_DIR = Path(__file__).resolve().parents[2] / "src" / "guidelab" / "conf" / "net"
 SCALES = [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
-# compiled sweep rows (--variants): name -> (row label, fast_path, batch or None for --batch, classifier on a 2nd stream)
+# compiled sweep rows (--variants): name -> (row label, fast_path, at the shipped batch (else --batch),
+# classifier on a second stream)
 VARIANTS = {
-    "default": ("bf16 + channels_last + compile (default on GPU)", "on", None, False),
-    "shipped": ("bf16 + channels_last + compile, batch {shipped} (shipped default)", "on", "shipped", False),
-    "graphs": ("compiled + CUDA graphs (fast_path=graphs)", "graphs", None, False),
-    "streams": ("compiled, classifier on a second stream (method.classifier.streams)", "on", None, True),
+    "default": ("bf16 + channels_last + compile (default on GPU)", "on", False, False),
+    "shipped": ("bf16 + channels_last + compile, batch {shipped} (shipped default)", "on", True, False),
+    "graphs": ("compiled + CUDA graphs (fast_path=graphs)", "graphs", False, False),
+    "streams": ("compiled, classifier on a second stream (method.classifier.streams)", "on", False, True),
 }
 
 
@@ -249,8 +250,8 @@ def main(argv=None):
     # each compiled variant: its sweep row, then its step cost while its compiled code is warm, so that a run
     # cut short by a time limit keeps complete pairs
     for variant in args.variants if fast_mode == "on" else []:
-        label, mode, size, streams = VARIANTS[variant]
-        size = shipped_batch if size == "shipped" else batch
+        label, mode, at_shipped_batch, streams = VARIANTS[variant]
+        size = shipped_batch if at_shipped_batch else batch
         name = f"sweep, {label.format(shipped=shipped_batch)}"
         try:
             warm = time.perf_counter()  # the run itself for 2 steps: compiles for every shape it meets (the

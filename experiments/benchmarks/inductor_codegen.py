@@ -248,37 +248,34 @@ def convolution_layouts(call: str) -> dict:
     "input CL, weight CL": 52. CL is channels_last, NCHW contiguous ("slice": that order within a larger
     buffer). cuDNN converts mixed layouts itself, in kernels that inductor's launch count does not see.
     Layouts are read from the generated code's stride asserts, allocations, views and buffer reuses."""
-    strides = {}
+    view = r"reinterpret_tensor\(\w+, (\([^)]*\)), (\([^)]*\))"  # a view: (size), (stride)
+    size_stride = {}  # buffer name -> (size, stride) of the 4-D tensors
 
     def note(name, size, stride):
         if len(size) == 4:
-            strides[name] = (tuple(size), tuple(stride))
+            size_stride[name] = (tuple(size), tuple(stride))
 
     for line in call.splitlines():
         line = line.strip()
         if line.startswith("assert_size_stride_grouped("):  # ((names), (sizes), (strides), 'input')
             names, rest = line[len("assert_size_stride_grouped(("):].split(")", 1)
-            sizes, strides_, _ = ast.literal_eval("(" + rest.lstrip(", ")[:-1] + ")")
-            for name, size, stride in zip(names.replace(" ", "").split(","), sizes, strides_):
+            sizes, strides, _ = ast.literal_eval("(" + rest.lstrip(", ")[:-1] + ")")
+            for name, size, stride in zip(names.replace(" ", "").split(","), sizes, strides):
                 note(name, size, stride)
         elif match := re.match(r"(?:assert_size_stride|assert_tensor_metadata)\((\w+), (\([^)]*\)), (\([^)]*\))", line):
             note(match[1], ast.literal_eval(match[2]), ast.literal_eval(match[3]))
-        elif match := re.match(r"(\w+) = (?:empty_strided_cuda\(|reinterpret_tensor\(\w+, )(\([^)]*\)), (\([^)]*\))", line):
-            note(match[1], ast.literal_eval(match[2]), ast.literal_eval(match[3]))
-        elif (match := re.match(r"(\w+) = (\w+); del \2\s+# reuse", line)) and match[2] in strides:
-            strides[match[1]] = strides[match[2]]
+        elif match := re.match(r"(\w+) = (?:empty_strided_cuda\((\([^)]*\)), (\([^)]*\))|" + view + ")", line):
+            size, stride = (match[2], match[3]) if match[2] else (match[4], match[5])
+            note(match[1], ast.literal_eval(size), ast.literal_eval(stride))
+        elif (match := re.match(r"(\w+) = (\w+); del \2\s+# reuse", line)) and match[2] in size_stride:
+            size_stride[match[1]] = size_stride[match[2]]
 
     def layout(operand):
-        view = re.match(r"reinterpret_tensor\(\w+, (\([^)]*\)), (\([^)]*\))", operand)  # a view made in place
-        if view:
-            size, stride = ast.literal_eval(view[1]), ast.literal_eval(view[2])
-        elif operand in strides:
-            size, stride = strides[operand]
-        else:
+        if match := re.match(view, operand):  # a view made in the call's argument list
+            note(operand, ast.literal_eval(match[1]), ast.literal_eval(match[2]))
+        if operand not in size_stride:
             return "?"
-        if len(size) != 4:
-            return "?"
-        _, c, h, w = size
+        (_, c, h, w), stride = size_stride[operand]
         dense = stride[0] == c * h * w  # else a slice of a larger buffer, e.g. the gradient of a torch.cat
         if stride[1:] == (h * w, w, 1):
             return "NCHW" if dense else "NCHW slice"

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -352,25 +351,22 @@ def main(argv=None) -> list[dict]:
     figures["ours_plain_eager"] = lambda: plain(lambda: our_net(quick), call_ours, False)
     figures["ours_plain_compiled"] = lambda: plain(lambda: our_net(quick), call_ours, True)
     figures["ours_plain_compiled_nchw"] = lambda: plain(lambda: our_net(quick), call_ours, True, False)
-    tmp = Path(tempfile.mkdtemp(prefix="train_throughput_"))  # the guidelab-train rows' run folders
     for name, fast, trainer, extra in (
             ("ours_train_eager", False, "gpu", []), ("ours_train_fast", True, "gpu", []),
             ("ours_train_fast_nchw", True, "gpu", ["task.module.channels_last=false"]),
             ("ours_train_fast_graphs", True, "gpu", ["task.module.compile=reduce-overhead"]),
             ("ours_train_fast_ddp1", True, "ddp", [])):
         figures[name] = lambda fast=fast, name=name, trainer=trainer, extra=extra: through_train(
-            fast, quick, batch, warmup, steps, args.compile_mode, [*args.train_override, *extra], tmp / name,
-            profile=args.profile and name == "ours_train_eager", trainer=trainer)
+            fast, quick, batch, warmup, steps, args.compile_mode, [*args.train_override, *extra],
+            Path(run_dir) / name, profile=args.profile and name == "ours_train_eager", trainer=trainer)
     if theirs is None and args.only is not None:  # said above: the diffusers rows are skipped
         args.only = [name for name in args.only if not name.startswith("diffusers_")]
     unknown = [name for name in args.only or [] if name not in figures]
     if unknown:
         raise SystemExit(f"--only {unknown}: no such figure here; choose from {list(figures)}")
-    try:
+    with tempfile.TemporaryDirectory() as run_dir:  # the guidelab-train rows' run folders
         for name in args.only if args.only is not None else figures:  # --only's order: the first named run first
             record(name, figures[name])
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
     by_name = {r["figure"]: r["images_per_s"] for r in rows}
     print(f"\n{'figure':<26}{'images/s':>12}   ({info['device']}, torch {info['torch']}, batch {batch})")
