@@ -3,13 +3,15 @@ work for rows whose scale is 0, frozen parameters while sampling, and the sweep'
 
 import pytest
 import torch
+from rich.progress import Progress
 from torch import nn
 
 from gaussian_mixture import GaussianMixture
 from guidelab.diffusion import NoiseSchedule, sample
 from guidelab.diffusion.guidance import ClassifierGuidance, GuidanceInterval
 from guidelab.evaluation.fast_nets import FastNet, FastPath, with_fast_nets
-from guidelab.evaluation.guided_sweep import _frozen, _TrajectoryProbe
+from guidelab.evaluation.guidance_methods import SweepMethod
+from guidelab.evaluation.guided_sweep import _dealt, _frozen, _plan, _sample_method, _TrajectoryProbe
 from test_scale_schedules import settings
 
 MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
@@ -126,6 +128,36 @@ def test_steps_outside_the_interval_skip_the_classifier(oracle):
            y=torch.full((8,), TARGET), scale=1.0, sampler="ddim", steps=10,
            callback=lambda info: seen.append(int(info["timestep"][0])))
     assert len(counting.rows) == sum(t <= 499 for t in seen) == 5
+
+
+def test_sweep_chunks_give_the_classifier_one_batch_shape(oracle):
+    """Every chunk of a sweep holds the scales in equal shares, so the classifier (which skips the w=0 rows) sees
+    the same number of rows in every chunk: a compiled classifier compiles once. Scale by scale, 36 rows of 3
+    scales in chunks of 9 gave it 9, 3, 3 and 9 rows. The images come back in the plan's order."""
+    sweep = settings(scales=[-1.0, 0.0, 2.0], samples_per_scale=12, batch_size=9, steps=4, fast_path="off")
+    plan = _plan(sweep, 3, (2,), rank=0, world=1)
+    counting = CountingClassifier(oracle.classify)
+    method = SweepMethod("classifier", ClassifierGuidance(counting), oracle.eps)
+    with Progress(disable=True) as bar:
+        images, _, _ = _sample_method(method, oracle.schedule, (2,), plan, sweep, torch.device("cpu"), bar)
+    assert counting.rows == [6] * 4 * 4  # 4 chunks x 4 steps, 6 guided rows each
+    scale_index, y, x_T = plan
+    whole = sample(oracle.eps, oracle.schedule, (36, 2), classifier=oracle.classify, y=y,
+                   scale=torch.tensor(sweep.scales)[scale_index], noise=x_T, sampler="ddim", steps=4, clip_denoised=True)
+    assert torch.allclose(images, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("counts", [[12, 12, 12], [5, 9, 2, 7]])
+def test_dealt_order_shares_every_run_of_rows_between_the_scales(counts):
+    scale_index = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
+    order = _dealt(scale_index)
+    assert sorted(order.tolist()) == list(range(len(scale_index)))
+    assert all(torch.equal(order[scale_index[order] == k], (scale_index == k).nonzero().squeeze(1))
+               for k in range(len(counts)))  # each scale's rows keep their order
+    for end in range(1, len(order) + 1):  # in every run from the start, the scales with rows left are within one
+        seen = torch.bincount(scale_index[order[:end]], minlength=len(counts))
+        open_ = seen < torch.tensor(counts)
+        assert not open_.any() or seen[open_].max() - seen[open_].min() <= 1
 
 
 def test_probe_reports_no_gradient_statistics_for_unevaluated_rows():

@@ -254,8 +254,8 @@ def main(argv=None):
         size = shipped_batch if at_shipped_batch else batch
         name = f"sweep, {label.format(shipped=shipped_batch)}"
         try:
-            warm = time.perf_counter()  # the run itself for 2 steps: compiles for every shape it meets (the
-            run_sweep(model, classifier, schedule, shape,  # classifier's guided-row count varies by chunk)
+            warm = time.perf_counter()  # the run itself for 2 steps: compiles for every shape it meets (one
+            run_sweep(model, classifier, schedule, shape,  # per net when the chunks divide evenly)
                       settings(fast_per_scale, mode, steps=2, batch_size=size), device, streams)
             print(f"{name}: torch.compile warm-up {time.perf_counter() - warm:.0f} s", flush=True)
             measured(name, {**run_sweep(model, classifier, schedule, shape,

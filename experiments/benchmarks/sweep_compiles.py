@@ -1,0 +1,84 @@
+"""How often a compiled sweep compiles each net, and what that costs in wall time: chunks cut scale by scale
+(the order before the seventh session of 2026-11-26) against chunks that deal the scales out (`_dealt`).
+
+    python experiments/benchmarks/sweep_compiles.py            # CPU, digits nets, about 3 minutes
+    python experiments/benchmarks/sweep_compiles.py --preset cifar10 --device cuda
+
+One sweep method (classifier guidance, the shipped scales with their w=0 row, 500 samples per scale at the
+shipped batch 1,024: 4 chunks of 875 rows) on `fast_path=on` (bf16, channels_last, torch.compile), the nets
+of guided_sweep.py (random weights), a few DDIM steps: the wall time is mostly compilation. Each row starts
+from a cold compiler: dynamo reset, inductor's on-disk caches off. Graphs are counted with a backend that
+hands each graph on to inductor. Prints the rows and writes them as JSON (--out) with device and versions.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"  # before torch is imported: every row compiles from nothing
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+
+import guidelab.evaluation.guided_sweep as guided_sweep  # noqa: E402
+from guided_sweep import build_nets, environment, settings_from_config  # noqa: E402  (beside this file)
+from guidelab.diffusion import ClassifierGuidance, NoiseSchedule  # noqa: E402
+from guidelab.evaluation.guidance_methods import SweepMethod  # noqa: E402
+
+ORDERS = {"scale by scale": lambda scale_index: torch.arange(len(scale_index)), "dealt": guided_sweep._dealt}
+
+
+def one_sweep(order: str, preset: str, device, steps: int) -> dict:
+    """Graphs compiled per net and wall seconds of one method's sampling, chunks in `order`."""
+    torch._dynamo.reset()
+    graphs = {}
+    real_compile = torch.compile
+
+    def counting_compile(net, mode=None):
+        from torch._inductor.compile_fx import compile_fx
+
+        def backend(gm, example_inputs):
+            graphs[type(net).__name__] = graphs.get(type(net).__name__, 0) + 1
+            return compile_fx(gm, example_inputs)
+        return real_compile(net, backend=backend)
+
+    model, classifier, shape = build_nets(preset, device)
+    settings = settings_from_config(steps=steps, fast_path="on")
+    plan = guided_sweep._plan(settings, 10, shape, 0, 1)
+    method = SweepMethod("classifier", ClassifierGuidance(classifier, num_classes=10), model)
+    chunk_order, torch.compile, guided_sweep._dealt = guided_sweep._dealt, counting_compile, ORDERS[order]
+    try:
+        with Progress(disable=True) as bar:
+            start = time.perf_counter()
+            guided_sweep._sample_method(method, NoiseSchedule.linear(1000), shape, plan, settings, device, bar)
+            seconds = time.perf_counter() - start
+    finally:
+        torch.compile, guided_sweep._dealt = real_compile, chunk_order
+    return {"graphs": graphs, "seconds": seconds, "samples": len(plan[0]), "batch_size": settings.batch_size}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=["digits", "cifar10"], default="digits")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=3, help="DDIM steps (sampling time beside the compiles)")
+    parser.add_argument("--out", type=Path, default=Path("sweep_compiles.json"))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    record = {"command": " ".join([sys.executable, *sys.argv]), "environment": environment(device),
+              "settings": {"preset": args.preset, "steps": args.steps}, "rows": {}}
+    for order in ORDERS:
+        row = record["rows"][order] = one_sweep(order, args.preset, device, args.steps)
+        print(f"{order}: graphs compiled {row['graphs']}, {row['seconds']:.1f} s for {row['samples']} samples "
+              f"(batch {row['batch_size']}, {args.steps} steps)", flush=True)
+        args.out.write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
