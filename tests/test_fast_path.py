@@ -147,10 +147,10 @@ def test_sweep_chunks_give_the_classifier_one_batch_shape(oracle):
     assert torch.allclose(images, whole, atol=1e-5)
 
 
-@pytest.mark.parametrize("counts", [[12, 12, 12], [5, 9, 2, 7]])
+@pytest.mark.parametrize("counts", [[12, 12, 12], [5, 9, 2, 7], [0, 0]])
 def test_dealt_order_shares_every_run_of_rows_between_the_scales(counts):
     scale_index = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
-    order = _dealt(scale_index)
+    order = _dealt(scale_index, len(counts))
     assert sorted(order.tolist()) == list(range(len(scale_index)))
     assert all(torch.equal(order[scale_index[order] == k], (scale_index == k).nonzero().squeeze(1))
                for k in range(len(counts)))  # each scale's rows keep their order

@@ -24,6 +24,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from torch._inductor.compile_fx import compile_fx  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
 import guidelab.evaluation.guided_sweep as guided_sweep  # noqa: E402
@@ -31,7 +32,8 @@ from guided_sweep import build_nets, environment, settings_from_config  # noqa: 
 from guidelab.diffusion import ClassifierGuidance, NoiseSchedule  # noqa: E402
 from guidelab.evaluation.guidance_methods import SweepMethod  # noqa: E402
 
-ORDERS = {"scale by scale": lambda scale_index: torch.arange(len(scale_index)), "dealt": guided_sweep._dealt}
+ORDERS = {"scale by scale": lambda scale_index, num_scales: torch.arange(len(scale_index)),
+          "dealt": guided_sweep._dealt}
 
 
 def one_sweep(order: str, preset: str, device, steps: int) -> dict:
@@ -41,8 +43,6 @@ def one_sweep(order: str, preset: str, device, steps: int) -> dict:
     real_compile = torch.compile
 
     def counting_compile(net, mode=None):
-        from torch._inductor.compile_fx import compile_fx
-
         def backend(gm, example_inputs):
             graphs[type(net).__name__] = graphs.get(type(net).__name__, 0) + 1
             return compile_fx(gm, example_inputs)

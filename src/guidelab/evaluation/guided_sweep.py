@@ -209,7 +209,7 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
     # the scales in equal shares (_dealt): a compiled eps-model then meets one batch shape (two when the count does
     # not divide), and so does a classifier, which skips the w=0 rows (750 guided rows per chunk here, where
     # scale-by-scale chunks gave it 500, 750 and 875: a static compile, then a dynamic recompile)
-    order = _dealt(scale_index)
+    order = _dealt(scale_index, len(settings.scales))
     count = max(1, math.ceil(len(targets) / size))
     chunks = list(zip(*(rows[order].tensor_split(count) for rows in (scale_index, targets, x_T))))
     task = bar.add_task(f"guided sampling: {method.name}", total=len(chunks))
@@ -234,14 +234,12 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
     return images[torch.argsort(order).to(device)], probe, seconds  # back in the plan's order
 
 
-def _dealt(scale_index: torch.Tensor) -> torch.Tensor:
+def _dealt(scale_index: torch.Tensor, num_scales: int) -> torch.Tensor:
     """The order that deals the rows out like cards: the first row of every scale, then the second of every scale,
     and so on (a scale whose rows run out drops out). Any run of consecutive rows then holds each scale in an equal
     share, give or take one row."""
-    if not len(scale_index):
-        return torch.zeros(0, dtype=torch.long)
-    occurrence = torch.nn.functional.one_hot(scale_index).cumsum(0).gather(1, scale_index[:, None]).squeeze(1) - 1
-    return torch.argsort(occurrence * (int(scale_index.max()) + 1) + scale_index, stable=True)
+    occurrence = torch.nn.functional.one_hot(scale_index, num_scales).cumsum(0).gather(1, scale_index[:, None]) - 1
+    return torch.argsort(occurrence.squeeze(1) * num_scales + scale_index, stable=True)
 
 
 def run_guided_sweep(
