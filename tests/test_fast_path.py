@@ -1,6 +1,8 @@
 """The sampling fast path: bf16 nets with fp32 guidance math (bounded on the analytic oracle), no classifier
 work for rows whose scale is 0, frozen parameters while sampling, and the sweep's choice of path."""
 
+from math import nan
+
 import pytest
 import torch
 from rich.progress import Progress
@@ -11,7 +13,7 @@ from guidelab.diffusion import NoiseSchedule, sample
 from guidelab.diffusion.guidance import ClassifierGuidance, GuidanceInterval
 from guidelab.evaluation.fast_nets import FastNet, FastPath, with_fast_nets
 from guidelab.evaluation.guidance_methods import SweepMethod
-from guidelab.evaluation.guided_sweep import _dealt, _frozen, _plan, _sample_method, _TrajectoryProbe
+from guidelab.evaluation.guided_sweep import _chunk_rows, _dealt, _frozen, _plan, _sample_method, _TrajectoryProbe
 from test_scale_schedules import settings
 
 MEANS = [[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]]
@@ -158,6 +160,48 @@ def test_dealt_order_shares_every_run_of_rows_between_the_scales(counts):
         seen = torch.bincount(scale_index[order[:end]], minlength=len(counts))
         open_ = seen < torch.tensor(counts)
         assert not open_.any() or seen[open_].max() - seen[open_].min() <= 1
+
+
+@pytest.mark.parametrize("counts, batch_size", [([11, 11, 11], 9), ([1500] * 7, 1024), ([5, 9, 2, 7], 8),
+                                                ([12, 12, 12], 9), ([3, 0, 3], 2), ([0, 0], 4)])
+def test_padded_chunks_have_one_shape_and_hold_every_row_once(counts, batch_size):
+    scale_index = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
+    order, padding, count = _chunk_rows(scale_index, len(counts), batch_size, pad=True)
+    assert sorted(order[~padding].tolist()) == list(range(len(scale_index)))  # every row once, besides the repeats
+    shares = {tuple(torch.bincount(scale_index[chunk], minlength=len(counts)).tolist())
+              for chunk in order.tensor_split(count)}
+    assert len(shares) == 1  # every chunk: the same rows of each scale, so one shape for every net
+    assert sum(next(iter(shares))) <= batch_size
+    present = sum(n > 0 for n in counts)
+    # under one repeat per scale and chunk, besides filling up the scales with fewer rows
+    assert int(padding.sum()) <= present * (count - 1) + sum(max(counts) - n for n in counts if n)
+    unpadded = _chunk_rows(scale_index, len(counts), batch_size, pad=False)
+    assert not unpadded[1].any() and torch.equal(unpadded[0], _dealt(scale_index, len(counts)))
+    assert unpadded[2] == max(1, -(-len(scale_index) // batch_size))
+
+
+def test_a_compiled_sweep_pads_uneven_chunks_to_one_shape(oracle, monkeypatch):
+    """33 rows of 3 scales in batches of 9: near-equal chunks hold 9, 8, 8 and 8 rows, and the classifier meets
+    two row counts. Compiled nets get 4 chunks of 9 (one repeat per scale) instead, both nets meet one shape, and
+    the samples and trajectory statistics are those of the unpadded run (bf16 both: `eager` pads nothing)."""
+    monkeypatch.setattr(torch, "compile", lambda net, **kwargs: net)  # fast_path=on, without inductor's build
+    runs = {}
+    for fast_path in ("on", "eager"):
+        sweep = settings(scales=[-1.0, 0.0, 2.0], samples_per_scale=11, batch_size=9, steps=3, fast_path=fast_path)
+        plan = _plan(sweep, 3, (2,), rank=0, world=1)
+        eps, classifier = CountingClassifier(oracle.eps), CountingClassifier(oracle.classify)
+        method = SweepMethod("classifier", ClassifierGuidance(classifier), eps)
+        with Progress(disable=True) as bar:
+            images, probe, _ = _sample_method(method, oracle.schedule, (2,), plan, sweep, torch.device("cpu"), bar)
+        runs[fast_path] = images, probe.summary(sweep.scales), set(eps.rows), set(classifier.rows)
+    (padded, padded_probe, eps_rows, classifier_rows), (plain, plain_probe, plain_eps_rows, _) = runs["on"], runs["eager"]
+    assert (eps_rows, classifier_rows) == ({9}, {6}) and plain_eps_rows == {8, 9}
+    assert padded.shape == plain.shape == (33, 2)
+    assert torch.allclose(padded, plain, atol=1e-5)
+    for key in ("grad_norm", "p_target"):  # the repeated rows are not counted (None: a scale the guide skipped)
+        padded_stats, plain_stats = ([[nan if v is None else v for v in line] for line in probe[key]]
+                                     for probe in (padded_probe, plain_probe))
+        assert torch.allclose(torch.tensor(padded_stats), torch.tensor(plain_stats), rtol=1e-4, equal_nan=True)
 
 
 def test_probe_reports_no_gradient_statistics_for_unevaluated_rows():

@@ -120,20 +120,23 @@ class _TrajectoryProbe:
 
     def __init__(self, num_scales: int, num_steps: int, device):
         self.scale_index = torch.zeros(0, dtype=torch.long, device=device)
+        self.counted = torch.zeros(0, dtype=torch.bool, device=device)
         self.t = [0] * num_steps
         self.sums = torch.zeros(2, num_scales, num_steps, dtype=torch.float64, device=device)
         self.counts = torch.zeros(num_scales, num_steps, dtype=torch.float64, device=device)
         self.step = 0
         self.nfe = 0.0  # per sample, over the steps of one batch (the same for every batch)
 
-    def start_batch(self, scale_index: torch.Tensor) -> None:
+    def start_batch(self, scale_index: torch.Tensor, counted: torch.Tensor | None = None) -> None:
+        """A new batch: each row's scale, and which rows count (not those that only pad the batch)."""
         self.scale_index = scale_index
+        self.counted = torch.ones_like(scale_index, dtype=torch.bool) if counted is None else counted
         self.step = 0
         self.nfe = 0.0
 
     def __call__(self, info: dict) -> None:
         if info["grad"] is not None and info["log_prob"] is not None:
-            evaluated = torch.isfinite(info["log_prob"])
+            evaluated = torch.isfinite(info["log_prob"]) & self.counted
             norms = torch.where(evaluated, info["grad"].flatten(1).norm(dim=1), 0.0).double()
             probs = torch.where(evaluated, info["log_prob"].exp(), 0.0).double()
             self.sums[0, :, self.step].index_add_(0, self.scale_index, norms)
@@ -204,23 +207,20 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
     scales = torch.tensor(settings.scales)  # on the host: sample() decides there which rows to guide
     probe = _TrajectoryProbe(len(settings.scales), options["steps"] or schedule.num_steps, device)
     generator = torch.Generator(device=device).manual_seed(settings.seed * 1000 + rank)
-    size = settings.batch_size
-    # near-equal chunks of at most batch_size rows (3,500 rows at 1,024: 4 x 875, not 3 x 1,024 + 428), each holding
-    # the scales in equal shares (_dealt): a compiled eps-model then meets one batch shape (two when the count does
-    # not divide), and so does a classifier, which skips the w=0 rows (750 guided rows per chunk here, where
-    # scale-by-scale chunks gave it 500, 750 and 875: a static compile, then a dynamic recompile)
-    order = _dealt(scale_index, len(settings.scales))
-    count = max(1, math.ceil(len(targets) / size))
-    chunks = list(zip(*(rows[order].tensor_split(count) for rows in (scale_index, targets, x_T))))
+    fast = FastPath.choose(settings.fast_path, device)
+    # chunks of at most batch_size rows, each holding the scales in equal shares (_chunk_rows); compiled nets pad
+    # them to one shape (a second shape would cost each net a recompile, and a CUDA-graph recording)
+    order, padding, count = _chunk_rows(scale_index, len(settings.scales), settings.batch_size, pad=fast.compile)
+    chunks = list(zip(*(rows[order].tensor_split(count) for rows in (scale_index, targets, x_T)),
+                      (~padding).tensor_split(count)))
     task = bar.add_task(f"guided sampling: {method.name}", total=len(chunks))
     images = []
     start = time.perf_counter()
-    fast = FastPath.choose(settings.fast_path, device)
     guidance = method.guidance if settings.interval is None else GuidanceInterval(method.guidance, *settings.interval)
     with _frozen(method.model, guidance) as trainable, fast.sampling(device):
         model, guidance = with_fast_nets((method.model, guidance), fast, trainable)
-        for chunk_scale, chunk_y, chunk_noise in chunks:
-            probe.start_batch(chunk_scale.to(device))
+        for chunk_scale, chunk_y, chunk_noise, chunk_counted in chunks:
+            probe.start_batch(chunk_scale.to(device), chunk_counted.to(device))
             x = sample(model, schedule, (len(chunk_y), *image_shape), guidance=guidance, y=chunk_y.to(device),
                        scale=scheduled_scale(scales[chunk_scale], settings.scale_schedule, schedule.T),
                        clip_denoised=settings.clip_denoised, generator=generator,
@@ -230,8 +230,35 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    images = torch.cat(images) if images else torch.empty(0, *image_shape, device=device)
-    return images[torch.argsort(order).to(device)], probe, seconds  # back in the plan's order
+    images = torch.cat(images)[~padding.to(device)] if images else torch.empty(0, *image_shape, device=device)
+    return images[torch.argsort(order[~padding]).to(device)], probe, seconds  # back in the plan's order
+
+
+def _chunk_rows(scale_index: torch.Tensor, num_scales: int, batch_size: int, pad: bool):
+    """How a sweep cuts its rows: (order, padding, count) where `order` lists plan rows, `padding` marks the
+    entries of `order` that repeat a row only to fill a chunk (their samples are dropped), and `count` is the
+    number of near-equal chunks to cut `order` into, each of at most `batch_size` rows.
+
+    The rows are dealt out (_dealt), so every chunk holds each scale in an equal share, give or take one row: the
+    shipped 7 scales x 500 at batch 1,024 give 4 chunks of 125 rows per scale. With `pad`, a share that does not
+    divide is filled up instead, with repeats of the scale's last row: 7 x 1,500 rows become 11 chunks of 137
+    rows per scale (49 repeats, 0.5% more work), where near-equal chunks held 954 or 955 rows and 817 to 819 of
+    them guided (a classifier skips the w=0 rows). Every chunk then has one shape for the eps-model and one for the
+    classifier, so each compiles once. Without `pad` (eager nets, where a new shape costs nothing), and when
+    the scales outnumber the batch, no row is repeated."""
+    rows = torch.arange(len(scale_index))
+    per_scale = torch.bincount(scale_index, minlength=num_scales).tolist()
+    present, most = sum(n > 0 for n in per_scale), max(per_scale, default=0)
+    count = max(1, math.ceil(len(rows) / batch_size))
+    if pad and 0 < present <= batch_size:
+        count = math.ceil(present * most / batch_size)
+        while present * math.ceil(most / count) > batch_size:  # ends: at count = most, a chunk is one row per scale
+            count += 1
+        share = math.ceil(most / count)  # rows of each scale in every chunk
+        fill = [(scale_index == k).nonzero()[-1].repeat(count * share - n) for k, n in enumerate(per_scale) if n]
+        rows = torch.cat([rows, *fill])
+    dealt = _dealt(scale_index[rows], num_scales)
+    return rows[dealt], dealt >= len(scale_index), count
 
 
 def _dealt(scale_index: torch.Tensor, num_scales: int) -> torch.Tensor:
