@@ -153,12 +153,17 @@ def opaque_attention() -> None:
     F.scaled_dot_product_attention = sdpa
 
 
-def group_norm_in_float32() -> None:
-    """CUDA autocast's rule for group_norm (its fp32 list); CPU autocast keeps the input's bf16."""
+def group_norm_in_float32(output: str = "float32") -> None:
+    """CUDA autocast's rule for group_norm (its fp32 list); CPU autocast keeps the input's bf16. With output
+    "input", the norm hands back its input's dtype (bf16), as guided-diffusion's GroupNorm32 does: statistics
+    and normalisation in float32, the result rounded once."""
     group_norm = F.group_norm
 
     def float32_group_norm(x, *args, **kwargs):
-        return group_norm(x.float() if torch.is_autocast_enabled("cpu") else x, *args, **kwargs)
+        if not torch.is_autocast_enabled("cpu"):
+            return group_norm(x, *args, **kwargs)
+        y = group_norm(x.float(), *args, **kwargs)
+        return y.to(x.dtype) if output == "input" else y
 
     F.group_norm = float32_group_norm
 
@@ -352,6 +357,8 @@ def main(argv=None) -> dict:
                         help="training: override each net's dropout (ours 0.1, theirs 0.0)")
     parser.add_argument("--combo-kernels", action="store_true",
                         help="inductor's combo_kernels: independent small kernels launched as one")
+    parser.add_argument("--norm-output", choices=("float32", "input"), default="float32",
+                        help="group_norm's result: float32 as CUDA autocast gives it, or the input's dtype (bf16)")
     parser.add_argument("--json", type=Path, help="write the counts here")
     parser.add_argument("--keep", type=Path, help="copy the generated code here (NET_forward.py, NET_backward.py)")
     args = parser.parse_args(argv)
@@ -374,7 +381,7 @@ def main(argv=None) -> dict:
         return summarise(setup, results, args)
     fake_h100()
     opaque_attention()
-    group_norm_in_float32()
+    group_norm_in_float32(args.norm_output)
     if args.combo_kernels:
         import torch._inductor.config as inductor_config
 
@@ -383,7 +390,7 @@ def main(argv=None) -> dict:
 
     setup = {"torch": torch.__version__, "triton": triton.__version__, "target": "sm_90 (fake H100)",
              "step": args.step, "batch": args.batch, "layout": args.layout, "dropout": args.dropout,
-             "combo_kernels": args.combo_kernels}
+             "combo_kernels": args.combo_kernels, "norm_output": args.norm_output}
     print(json.dumps(setup), flush=True)
     name = args.nets[0]
     torch.manual_seed(0)
