@@ -3,6 +3,7 @@
     python experiments/benchmarks/inductor_codegen.py                  # training: ours vs diffusers (~4 min)
     python experiments/benchmarks/inductor_codegen.py --nets ours --dropout 0.0 --layout nchw --combo-kernels
     python experiments/benchmarks/inductor_codegen.py --step sampling  # guided step: UNet vs classifier (~2 min)
+    python experiments/benchmarks/inductor_codegen.py --step sampling --norm-output input  # GroupNorm returning bf16
 
 Questions it answers:
 - Issue 11: on the H200 our UNet gained +13% from torch.compile where diffusers' UNet2DModel gained +74%,

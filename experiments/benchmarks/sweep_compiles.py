@@ -9,9 +9,9 @@
 
 One sweep method (classifier guidance, the shipped scales with their w=0 row, at the shipped batch 1,024) on
 `fast_path=on` (bf16, channels_last, torch.compile), the nets of guided_sweep.py (random weights), a few DDIM
-steps: the wall time is mostly compilation. Each row starts
-from a cold compiler: dynamo reset, inductor's on-disk caches off. Graphs are counted with a backend that
-hands each graph on to inductor. Prints the rows and writes them as JSON (--out) with device and versions.
+steps: the wall time is mostly compilation. Each row starts from a cold compiler: dynamo reset, inductor's
+on-disk caches off. Graphs are counted with a backend that hands each graph on to inductor. Prints the rows and
+writes them as JSON (--out) with device and versions.
 """
 
 from __future__ import annotations
