@@ -145,6 +145,58 @@ def test_compile_and_channels_last_apply_in_place(tmp_path, monkeypatch):
     assert module(torch.randn(2, 1, 8, 8), torch.tensor([1, 500])).shape == (2, 1, 8, 8)
 
 
+@pytest.mark.parametrize("name", ["trainer=gpu", "experiment=cifar10_classifier"])
+def test_a_compiled_net_meets_one_batch_size_in_validation(name, tmp_path, monkeypatch):
+    """Digits' 180 validation images in batches of 16 end on a batch of 4. A compiled net met it as a new
+    shape and recompiled (3 graphs a run); the partial batch is now padded, so training compiles the net
+    twice: once for validation, once for training. Graphs are counted by a backend that runs them eagerly."""
+    batches = []
+    original = torch.nn.Module.compile
+
+    def counting_compile(self, *args, **kwargs):
+        def backend(graph_module, example_inputs):
+            batches.append(next(len(v) for v in example_inputs if isinstance(v, torch.Tensor) and v.dim() == 4))
+            return graph_module.forward
+        return original(self, backend=backend)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", counting_compile)
+    selection, net, devices = CASES[name]
+    overrides = [o for o in on_cpu(selection, net, devices, tmp_path) if "limit_val_batches" not in o]
+    cfg = compose_config("train", [*overrides, f"+trainer.limit_train_batches={STEPS}", "task.module.compile=true"])
+    train(cfg)
+    repeats = cfg.task.module.get("val_repeats", 1)  # the noisy classifier may see each image several times
+    assert sorted(batches) == sorted([16, 16 * repeats]), batches
+
+
+def test_validation_forward_pads_a_compiled_net_and_keeps_the_rows(monkeypatch):
+    """The padded forward returns the unpadded rows' outputs; an eager net and training run as given."""
+    from guidelab.modules import DDPMModule
+
+    seen = []  # rows of each call of the "compiled" net: a stand-in for torch.compile that records them
+
+    def recording_compile(self, *args, **kwargs):
+        self._compiled_call_impl = lambda x, *rest: seen.append(len(x)) or self._call_impl(x, *rest)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", recording_compile)
+    net = {"_target_": "guidelab.nets.UNet", "base_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
+           "attention_downsample": [2], "groups": 8}
+    torch.manual_seed(0)
+    module = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8], compile=True).eval()
+    x, t = torch.randn(6, 1, 8, 8), torch.tensor([0, 10, 20, 30, 40, 99])
+    with torch.no_grad():
+        full, part = module.validation_forward(x, t), module.validation_forward(x[:4], t[:4])
+        torch.testing.assert_close(part, full[:4])
+        torch.testing.assert_close(part, module.net.forward(x[:4], t[:4]))  # the plain net on 4 rows
+        module.train()
+        module.validation_forward(x[:3], t[:3])
+    assert seen == [6, 6, 3]
+    eager, eager_rows = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8]).eval(), []
+    eager.net.register_forward_pre_hook(lambda _, inputs: eager_rows.append(len(inputs[0])))
+    with torch.no_grad():
+        eager.validation_forward(x, t), eager.validation_forward(x[:4], t[:4])
+    assert eager_rows == [6, 4]
+
+
 @pytest.mark.parametrize("value", ["sometimes", 3])
 def test_bad_fast_path_values_fail_before_training(value, tmp_path):
     cfg = compose_config("train", [*on_cpu(["trainer=cpu"], "unet", 1, tmp_path), f"task.module.compile={value}"])

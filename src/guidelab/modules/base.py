@@ -3,7 +3,8 @@
 The fast training path lives here and is the default on CUDA (`compile: auto`, `channels_last: auto`):
 the net compiled in place (`nn.Module.compile`, so state_dict keys do not change), channels_last
 memory, fused AdamW, gradient clipping by one foreach kernel and a finite-loss check that reads the
-device only every `finite_check_every_n_steps` steps.
+device only every `finite_check_every_n_steps` steps. Validation pads its last, partial batch for a compiled
+net (`validation_forward`), so the net compiles one validation graph, not a second, dynamic one.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class GuidelabModule(pl.LightningModule):
         self._channels_last = channels_last is True
         self._first_nonfinite_step: torch.Tensor | None = None  # device-side: -1, or the first bad step
         self._finite_checked_through = 0
+        self._eval_rows = 0  # the largest batch a compiled net has met outside training
 
     @property
     def meta(self) -> dict:
@@ -123,6 +125,20 @@ class GuidelabModule(pl.LightningModule):
         if mode is not None and not getattr(net, "_compiled_call_impl", None):
             net.compile(mode=mode)  # in place: parameters and state_dict keys stay those of the plain net
         return net
+
+    def validation_forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """`self(*inputs)` for validation. A compiled net would recompile (a dynamic graph) for the last,
+        partial validation batch; here that batch is filled up to the largest one met so far with repeats
+        of its last row, and the repeats' outputs are dropped. Rows do not interact (no batch norm, no
+        dropout in eval), so the kept outputs are those of the unpadded batch. Eager nets and training
+        steps run as given."""
+        rows = len(inputs[0])
+        if self.training or not getattr(self.net, "_compiled_call_impl", None) or rows >= self._eval_rows:
+            self._eval_rows = max(self._eval_rows, rows)
+            return self(*inputs)
+        pad = self._eval_rows - rows
+        return self(*(None if v is None else torch.cat([v, v[-1:].expand(pad, *v.shape[1:])])
+                      for v in inputs))[:rows]
 
     def setup(self, stage: str) -> None:
         """Resolve "auto" for the device the strategy will train on, before the module moves there and

@@ -70,7 +70,7 @@ class ClassifierModule(GuidelabModule):
     def validation_step(self, batch, batch_idx):
         x0, y = batch
         x, t = self._noised(x0, torch.Generator(device="cpu").manual_seed(batch_idx))
-        logits = self(x, t)
+        logits = self.validation_forward(x, t)
         losses = F.cross_entropy(logits.float(), y, reduction="none")
         self.val_acc(logits, y)
         self.log("val/loss", losses.mean(), prog_bar=True, sync_dist=True)

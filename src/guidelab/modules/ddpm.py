@@ -36,11 +36,12 @@ class DDPMModule(GuidelabModule):
         return None
 
     def _losses(self, x0: torch.Tensor, generator=None, y: torch.Tensor | None = None):
+        """Per-image MSE of the eps prediction at uniform random t, and those t."""
         t = self.random_timesteps(len(x0), generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device if generator is None else generator.device)
         noise = noise.to(x0.device)
         x_t = self.schedule.q_sample(x0, t, noise)
-        eps = self(x_t, t) if y is None else self(x_t, t, y)
+        eps = self.validation_forward(x_t, t) if y is None else self.validation_forward(x_t, t, y)
         return F.mse_loss(eps.float(), noise, reduction="none").flatten(1).mean(1), t
 
     def training_step(self, batch, batch_idx):
