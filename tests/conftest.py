@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 # Imported before any test captures output: Lightning's loggers bind their stream handlers to sys.stderr at
 # import time, and an import inside a capsys test would leave them writing to a closed capture stream.
 import pytorch_lightning  # noqa: F401
@@ -31,3 +32,23 @@ def tiny_train_overrides(out, task: str, steps: int = 3) -> list[str]:
         "trainer.enable_model_summary=false",
         "data.batch_size=32",
     ]
+
+
+@pytest.fixture
+def compiled_graphs(monkeypatch) -> list[tuple[str, int | None]]:
+    """Dynamo's graphs, counted without inductor: torch.compile (which nn.Module.compile calls) gets a backend
+    that records each graph as (net class, batch rows of its first image input) and runs it eagerly."""
+    graphs = []
+    real_compile = torch.compile
+
+    def counting_compile(target, *args, **kwargs):
+        net = type(getattr(target, "__self__", target)).__name__  # nn.Module.compile hands over its bound _call_impl
+
+        def backend(graph_module, example_inputs):
+            rows = next((len(v) for v in example_inputs if isinstance(v, torch.Tensor) and v.dim() == 4), None)
+            graphs.append((net, rows))
+            return graph_module.forward
+        return real_compile(target, backend=backend)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    return graphs

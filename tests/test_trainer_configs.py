@@ -146,26 +146,16 @@ def test_compile_and_channels_last_apply_in_place(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["trainer=gpu", "experiment=cifar10_classifier"])
-def test_a_compiled_net_meets_one_batch_size_in_validation(name, tmp_path, monkeypatch):
+def test_a_compiled_net_meets_one_batch_size_in_validation(name, tmp_path, compiled_graphs):
     """Digits' 180 validation images in batches of 16 end on a batch of 4. A compiled net met it as a new
     shape and recompiled (3 graphs a run); the partial batch is now padded, so training compiles the net
     twice: once for validation, once for training. Graphs are counted by a backend that runs them eagerly."""
-    batches = []
-    original = torch.nn.Module.compile
-
-    def counting_compile(self, *args, **kwargs):
-        def backend(graph_module, example_inputs):
-            batches.append(next(len(v) for v in example_inputs if isinstance(v, torch.Tensor) and v.dim() == 4))
-            return graph_module.forward
-        return original(self, backend=backend)
-
-    monkeypatch.setattr(torch.nn.Module, "compile", counting_compile)
     selection, net, devices = CASES[name]
     overrides = [o for o in on_cpu(selection, net, devices, tmp_path) if "limit_val_batches" not in o]
     cfg = compose_config("train", [*overrides, f"+trainer.limit_train_batches={STEPS}", "task.module.compile=true"])
     train(cfg)
     repeats = cfg.task.module.get("val_repeats", 1)  # the noisy classifier may see each image several times
-    assert sorted(batches) == sorted([16, 16 * repeats]), batches
+    assert sorted(rows for _, rows in compiled_graphs) == sorted([16, 16 * repeats]), compiled_graphs
 
 
 def test_validation_forward_pads_a_compiled_net_and_keeps_the_rows(monkeypatch):
