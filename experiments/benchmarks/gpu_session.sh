@@ -15,6 +15,8 @@
 #   combo     train_throughput.py: ours compiled (plain loop and guidelab-train) with inductor's combo kernels,
 #             31% fewer launches per step by inductor_codegen.py; compare with the "train" and "compiled" rows
 #             of the same call (~3 min)
+#   compiles  sweep_compiles.py --preset cifar10: graphs compiled and wall time of a compiled sweep, scales dealt and
+#             padded against the old chunks, with the CIFAR-10 nets on the GPU (~6 min, not yet run on a GPU)
 #   tests     pytest -m gpu with whatever time is left
 # A 15-minute session fits two calls of about 5-6 minutes, started one right after the other (the machine stays warm
 # 30 s): the plan in README.md ("Prepared for the next GPU session"). Each part's timeout is capped by what is left of
@@ -62,6 +64,10 @@ if has compiled; then
   part compiled 470 train_throughput.py --kernels 3 --json "$out/compiled.json" \
     --only diffusers_compiled ours_plain_compiled diffusers_compiled_nchw ours_plain_compiled_nchw
   grep '^{"figure\|GPU ms per step\|^    ' "$out/compiled.log" | head -72
+fi
+if has compiles; then
+  part compiles 420 sweep_compiles.py --preset cifar10 --device cuda --out "$out/compiles.json"
+  grep -v Warning "$out/compiles.log" | tail -12
 fi
 rest=$(( $(left) - 10 ))
 if has tests && [ "$rest" -gt 30 ]; then
