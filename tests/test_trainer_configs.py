@@ -158,7 +158,7 @@ def test_a_compiled_net_meets_one_batch_size_in_validation(name, tmp_path, compi
     assert sorted(rows for _, rows in compiled_graphs) == sorted([16, 16 * repeats]), compiled_graphs
 
 
-def test_validation_forward_pads_a_compiled_net_and_keeps_the_rows(monkeypatch):
+def test_forward_one_shape_pads_a_compiled_net_and_keeps_the_rows(monkeypatch):
     """The padded forward returns the unpadded rows' outputs; an eager net and training run as given."""
     from guidelab.modules import DDPMModule
 
@@ -174,16 +174,16 @@ def test_validation_forward_pads_a_compiled_net_and_keeps_the_rows(monkeypatch):
     module = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8], compile=True).eval()
     x, t = torch.randn(6, 1, 8, 8), torch.tensor([0, 10, 20, 30, 40, 99])
     with torch.no_grad():
-        full, part = module.validation_forward(x, t), module.validation_forward(x[:4], t[:4])
+        full, part = module.forward_one_shape(x, t), module.forward_one_shape(x[:4], t[:4])
         torch.testing.assert_close(part, full[:4])
         torch.testing.assert_close(part, module.net.forward(x[:4], t[:4]))  # the plain net on 4 rows
         module.train()
-        module.validation_forward(x[:3], t[:3])
+        module.forward_one_shape(x[:3], t[:3])
     assert seen == [6, 6, 3]
     eager, eager_rows = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8]).eval(), []
     eager.net.register_forward_pre_hook(lambda _, inputs: eager_rows.append(len(inputs[0])))
     with torch.no_grad():
-        eager.validation_forward(x, t), eager.validation_forward(x[:4], t[:4])
+        eager.forward_one_shape(x, t), eager.forward_one_shape(x[:4], t[:4])
     assert eager_rows == [6, 4]
 
 

@@ -4,7 +4,7 @@ The fast training path lives here and is the default on CUDA (`compile: auto`, `
 the net compiled in place (`nn.Module.compile`, so state_dict keys do not change), channels_last
 memory, fused AdamW, gradient clipping by one foreach kernel and a finite-loss check that reads the
 device only every `finite_check_every_n_steps` steps. Validation pads its last, partial batch for a compiled
-net (`validation_forward`), so the net compiles one validation graph, not a second, dynamic one.
+net (`forward_one_shape`), so the net compiles one validation graph, not a second, dynamic one.
 """
 
 from __future__ import annotations
@@ -126,12 +126,12 @@ class GuidelabModule(pl.LightningModule):
             net.compile(mode=mode)  # in place: parameters and state_dict keys stay those of the plain net
         return net
 
-    def validation_forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
-        """`self(*inputs)` for validation. A compiled net would recompile (a dynamic graph) for the last,
-        partial validation batch; here that batch is filled up to the largest one met so far with repeats
-        of its last row, and the repeats' outputs are dropped. Rows do not interact (no batch norm, no
-        dropout in eval), so the kept outputs are those of the unpadded batch. Eager nets and training
-        steps run as given."""
+    def forward_one_shape(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """`self(*inputs)`, where a compiled net outside training meets one batch size. It would recompile (a
+        dynamic graph) for the last, partial validation batch; that batch is filled up to the largest one met
+        so far with repeats of its last row, and the repeats' outputs are dropped. Rows do not interact (no
+        batch norm, no dropout in eval), so the kept outputs are those of the unpadded batch. Eager nets and
+        training steps (the DDPM's loss, shared with validation, calls this too) run as given."""
         rows = len(inputs[0])
         if self.training or not getattr(self.net, "_compiled_call_impl", None) or rows >= self._eval_rows:
             self._eval_rows = max(self._eval_rows, rows)

@@ -70,7 +70,7 @@ class ClassifierModule(GuidelabModule):
     def validation_step(self, batch, batch_idx):
         x0, y = batch
         x, t = self._noised(x0, torch.Generator(device="cpu").manual_seed(batch_idx))
-        logits = self.validation_forward(x, t)
+        logits = self.forward_one_shape(x, t)
         losses = F.cross_entropy(logits.float(), y, reduction="none")
         self.val_acc(logits, y)
         self.log("val/loss", losses.mean(), prog_bar=True, sync_dist=True)

@@ -41,7 +41,7 @@ class DDPMModule(GuidelabModule):
         noise = torch.randn(x0.shape, generator=generator, device=x0.device if generator is None else generator.device)
         noise = noise.to(x0.device)
         x_t = self.schedule.q_sample(x0, t, noise)
-        eps = self.validation_forward(x_t, t) if y is None else self.validation_forward(x_t, t, y)
+        eps = self.forward_one_shape(x_t, t) if y is None else self.forward_one_shape(x_t, t, y)
         return F.mse_loss(eps.float(), noise, reduction="none").flatten(1).mean(1), t
 
     def training_step(self, batch, batch_idx):
