@@ -7,8 +7,11 @@
 #             graphs, with the classifier on a second stream, both DPM-Solver++ grids, step costs (~5 min)
 #   candidates  guided_sweep.py --variants default graphs streams: the textbook loop, the default compiled sweep and
 #             the two candidates for the 1.3 step ratio, each row followed by its step cost (~5 min)
-#   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train with the default fast
-#             path and with CUDA graphs (compile=reduce-overhead): both targets of issue 11 in one process (~7 min)
+#   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train with CUDA graphs
+#             (compile=reduce-overhead) and with the default fast path: both targets of issue 11 in one process, the
+#             graphs row second so that a cut run keeps it (~7 min)
+#   host      train_throughput.py: ours and diffusers compiled in the plain loop with --kernels 3: GPU busy share of
+#             the step and the host's costliest ops (what keeps our GPU idle; ~4 min)
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
 #             and GPU ms per step by kernel kind (what separates the two compiled nets; ~7 min, channels_last pair first)
 #   layout    train_throughput.py: ours through guidelab-train compiled without channels_last (~2 min)
@@ -48,9 +51,13 @@ if has candidates; then
   grep -v Warning "$out/candidates.log" | tail -24
 fi
 if has train; then
-  part train 470 train_throughput.py --only diffusers_eager diffusers_compiled ours_train_fast ours_train_fast_graphs \
+  part train 470 train_throughput.py --only diffusers_eager ours_train_fast_graphs diffusers_compiled ours_train_fast \
     --json "$out/train.json"
   grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20
+fi
+if has host; then
+  part host 270 train_throughput.py --kernels 3 --json "$out/host.json" --only ours_plain_compiled diffusers_compiled
+  grep '^{"figure\|GPU ms per step\|GPU busy\|^    ' "$out/host.log" | head -64
 fi
 if has layout; then
   part layout 150 train_throughput.py --only ours_train_fast_nchw --json "$out/layout.json"; grep '^{"figure' "$out/layout.log"

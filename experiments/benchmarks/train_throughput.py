@@ -83,22 +83,30 @@ KERNEL_KINDS = (  # (category, substrings of a CUDA kernel's lowercased name), f
 )
 
 
-def kernel_breakdown(prof, steps: int) -> dict:
-    """GPU milliseconds per step by kernel category, and the 15 costliest kernels, from a torch.profiler run."""
+def kernel_breakdown(prof, steps: int, wall_ms: float) -> dict:
+    """GPU milliseconds per step by kernel category, and the 15 costliest kernels, from a torch.profiler run;
+    with `wall_ms` (the profiled steps' wall time per step), the share of it the GPU spends in kernels, and the
+    host's costliest ops by self CPU time (where an idle GPU waits: launches, guards, wrappers)."""
     kinds: dict[str, float] = {}
-    kernels = []
+    kernels, host = [], []
     for event in prof.key_averages():
+        if event.device_type.name == "CPU" and event.self_cpu_time_total:
+            host.append((event.self_cpu_time_total / 1000 / steps, event.count // steps, event.key[:90]))
         gpu_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
-        if not gpu_us or event.device_type.name not in ("CUDA", "PrivateUse1"):
-            continue
+        if not gpu_us or event.device_type.name not in ("CUDA", "PrivateUse1") or getattr(event, "is_user_annotation", False):
+            continue  # annotations (Optimizer.step#...) span kernels counted on their own
         name = event.key.lower()
         kind = next((k for k, keys in KERNEL_KINDS if any(key in name for key in keys)), "other")
         kinds[kind] = kinds.get(kind, 0.0) + gpu_us / 1000 / steps
         kernels.append((gpu_us / 1000 / steps, event.count // steps, event.key[:90]))
     kernels.sort(reverse=True)
+    host.sort(reverse=True)
+    gpu_ms = sum(kinds.values())
     return {"ms_per_step_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
-            "gpu_ms_per_step": sum(kinds.values()),
-            "top_kernels": [{"ms_per_step": round(ms, 3), "calls_per_step": n, "name": name} for ms, n, name in kernels[:15]]}
+            "gpu_ms_per_step": gpu_ms, "wall_ms_per_step": wall_ms, "gpu_busy": gpu_ms / wall_ms,
+            "top_kernels": [{"ms_per_step": round(ms, 3), "calls_per_step": n, "name": name} for ms, n, name in kernels[:15]],
+            "host_self_ms_per_step": sum(ms for ms, _, _ in host),
+            "top_host_ops": [{"ms_per_step": round(ms, 3), "calls_per_step": n, "name": name} for ms, n, name in host[:12]]}
 
 
 def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_steps: int = 0) -> float | tuple:
@@ -135,10 +143,12 @@ def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_step
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
+        tic = time.perf_counter()
         for _ in range(profile_steps):
             step()
         sync(device)
-    return rate, kernel_breakdown(prof, profile_steps)
+        wall_ms = (time.perf_counter() - tic) * 1000 / profile_steps
+    return rate, kernel_breakdown(prof, profile_steps, wall_ms)
 
 
 def diffusers_net(quick: bool):
@@ -328,6 +338,10 @@ def main(argv=None) -> list[dict]:
                 {k: round(v, 2) for k, v in kernels["ms_per_step_by_kind"].items()}), flush=True)
             for kernel in kernels["top_kernels"]:
                 print(f"    {kernel['ms_per_step']:8.3f} ms x{kernel['calls_per_step']:<4d} {kernel['name']}")
+            print(f"{name}: GPU busy {kernels['gpu_busy']:.0%} of {kernels['wall_ms_per_step']:.1f} ms per profiled step; "
+                  f"host self time {kernels['host_self_ms_per_step']:.1f} ms per step, costliest:", flush=True)
+            for op in kernels["top_host_ops"]:
+                print(f"    {op['ms_per_step']:8.3f} ms x{op['calls_per_step']:<4d} {op['name']}")
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
         write(complete=False)  # after every figure: a run cut short by a time limit keeps what it measured
