@@ -57,7 +57,7 @@ if has train; then
 fi
 if has host; then
   part host 270 train_throughput.py --kernels 3 --json "$out/host.json" --only ours_plain_compiled diffusers_compiled
-  grep '^{"figure\|GPU ms per step\|GPU busy\|^    ' "$out/host.log" | head -64
+  grep '^{"figure\|GPU ms per step\|GPU busy\|^    ' "$out/host.log" | cut -c1-130 | head -90
 fi
 if has layout; then
   part layout 150 train_throughput.py --only ours_train_fast_nchw --json "$out/layout.json"; grep '^{"figure' "$out/layout.log"
