@@ -2,14 +2,15 @@
 # Prepared GPU calls for a session with the device tool (see README.md here):
 #   here, once: bash ../shared/tools/gpu-wheels.sh diffusers importlib_metadata      (wheels into .whl/)
 #   there (project root, carrying .whl):  bash experiments/benchmarks/gpu_session.sh [BUDGET_S] [PARTS]
-# PARTS (default "sweep train tests"): any of
+# PARTS (default "sweep train tests"): any of these, run in the order given
 #   sweep     guided_sweep.py: textbook loop against the sweep at batch 512 and at the shipped batch, with CUDA
 #             graphs, with the classifier on a second stream, both DPM-Solver++ grids, step costs (~5 min)
 #   candidates  guided_sweep.py --variants default graphs streams: the textbook loop, the default compiled sweep and
 #             the two candidates for the 1.3 step ratio, each row followed by its step cost (~5 min)
-#   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train with CUDA graphs
-#             (compile=reduce-overhead) and with the default fast path: both targets of issue 11 in one process, the
-#             graphs row second so that a cut run keeps it (~7 min)
+#   train     train_throughput.py --isolate: diffusers eager and compiled, ours through guidelab-train with CUDA
+#             graphs (compile=reduce-overhead) and with the default fast path: both targets of issue 11, each row in a
+#             fresh process (the eleventh session's rows hint that a process's later compiled nets wait longer), the
+#             graphs row second so that a cut run keeps it (~8 min)
 #   host      train_throughput.py: ours and diffusers compiled in the plain loop with --kernels 3: GPU busy share of
 #             the step and the host's costliest ops (what keeps our GPU idle; ~4 min)
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
@@ -20,14 +21,13 @@
 #             of the same call (~3 min)
 #   compiles  sweep_compiles.py --preset cifar10: graphs compiled and wall time of a compiled sweep, scales dealt and
 #             padded against the old chunks, with the CIFAR-10 nets on the GPU (~6 min, not yet run on a GPU)
-#   tests     pytest -m gpu with whatever time is left
+#   tests     pytest -m gpu: what the budget leaves when last, at most 6 minutes otherwise
 # A 15-minute session fits two calls of about 5-6 minutes, started one right after the other (the machine stays warm
 # 30 s): the plan in README.md ("Prepared for the next GPU session"). Each part's timeout is capped by what is left of
 # BUDGET_S (a part with nothing left is skipped), and `timeout -k 10` kills a part that outlives SIGTERM (a train part
 # once ran over two minutes past its limit).
 set -u
 budget=${1:-400}; parts=${2:-sweep train tests}; start=$(date +%s)
-has() { case " $parts " in *" $1 "*) return 0;; *) return 1;; esac; }
 left() { echo $(( budget - ($(date +%s) - start) )); }
 cap() { local l=$(( $(left) - 5 )); echo $(( $1 < l ? $1 : l )); }  # a part's limit, within the budget
 out=${OUT:-/tmp/gpu}; mkdir -p "$out"
@@ -43,41 +43,42 @@ part() {  # part NAME LIMIT_S SCRIPT [ARGS]: a benchmark of this folder, its out
   timeout -k 10 "$limit" python3 "experiments/benchmarks/$script" "$@" > "$out/$name.log" 2>&1
   echo "== $name rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$out/env.log"
 }
-if has sweep; then
-  part sweep 330 guided_sweep.py --out "$out/sweep.json"; grep -v Warning "$out/sweep.log" | tail -24
-fi
-if has candidates; then
-  part candidates 330 guided_sweep.py --variants default graphs streams --out "$out/candidates.json"
-  grep -v Warning "$out/candidates.log" | tail -24
-fi
-if has train; then
-  part train 470 train_throughput.py --only diffusers_eager ours_train_fast_graphs diffusers_compiled ours_train_fast \
-    --json "$out/train.json"
-  grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20
-fi
-if has host; then
-  part host 270 train_throughput.py --kernels 3 --json "$out/host.json" --only ours_plain_compiled diffusers_compiled
-  grep '^{"figure\|GPU ms per step\|GPU busy\|^    ' "$out/host.log" | cut -c1-130 | head -90
-fi
-if has layout; then
-  part layout 150 train_throughput.py --only ours_train_fast_nchw --json "$out/layout.json"; grep '^{"figure' "$out/layout.log"
-fi
-if has combo; then
-  part combo 200 train_throughput.py --inductor combo_kernels=True --only ours_plain_compiled ours_train_fast \
-    --json "$out/combo.json"
-  grep '^{"figure' "$out/combo.log"
-fi
-if has compiled; then
-  part compiled 470 train_throughput.py --kernels 3 --json "$out/compiled.json" \
-    --only diffusers_compiled ours_plain_compiled diffusers_compiled_nchw ours_plain_compiled_nchw
-  grep '^{"figure\|GPU ms per step\|^    ' "$out/compiled.log" | head -72
-fi
-if has compiles; then
-  part compiles 420 sweep_compiles.py --preset cifar10 --device cuda --out "$out/compiles.json"
-  grep -v Warning "$out/compiles.log" | tail -12
-fi
-rest=$(( $(left) - 10 ))
-if has tests && [ "$rest" -gt 30 ]; then
-  t0=$(date +%s); timeout -k 10 "$rest" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$out/pytest-gpu.log" 2>&1
-  echo "== pytest-gpu rc=$? in $(( $(date +%s) - t0 )) s (limit $rest)" | tee -a "$out/env.log"; tail -3 "$out/pytest-gpu.log"
-fi
+run_part() {  # one part of PARTS, by name
+  case $1 in
+    sweep) part sweep 330 guided_sweep.py --out "$out/sweep.json"; grep -v Warning "$out/sweep.log" | tail -24 ;;
+    candidates)
+      part candidates 330 guided_sweep.py --variants default graphs streams --out "$out/candidates.json"
+      grep -v Warning "$out/candidates.log" | tail -24 ;;
+    train)
+      part train 500 train_throughput.py --isolate --json "$out/train.json" \
+        --only diffusers_eager ours_train_fast_graphs diffusers_compiled ours_train_fast
+      grep '^{"figure\|^{"param\|/ diffusers\|Error\|exited' "$out/train.log" | tail -20 ;;
+    host)
+      part host 270 train_throughput.py --kernels 3 --json "$out/host.json" --only ours_plain_compiled diffusers_compiled
+      grep '^{"figure\|GPU ms per step\|GPU busy\|^    ' "$out/host.log" | cut -c1-130 | head -90 ;;
+    layout)
+      part layout 150 train_throughput.py --only ours_train_fast_nchw --json "$out/layout.json"
+      grep '^{"figure' "$out/layout.log" ;;
+    combo)
+      part combo 200 train_throughput.py --inductor combo_kernels=True --only ours_plain_compiled ours_train_fast \
+        --json "$out/combo.json"
+      grep '^{"figure' "$out/combo.log" ;;
+    compiled)
+      part compiled 470 train_throughput.py --kernels 3 --json "$out/compiled.json" \
+        --only diffusers_compiled ours_plain_compiled diffusers_compiled_nchw ours_plain_compiled_nchw
+      grep '^{"figure\|GPU ms per step\|^    ' "$out/compiled.log" | head -72 ;;
+    compiles)
+      part compiles 420 sweep_compiles.py --preset cifar10 --device cuda --out "$out/compiles.json"
+      grep -v Warning "$out/compiles.log" | tail -12 ;;
+    tests)  # what the budget leaves, at most 360 s when parts follow
+      local limit=$(cap 360) t0=$(date +%s)
+      [ "$1" = "$last" ] && limit=$(( $(left) - 10 ))
+      if [ "$limit" -le 30 ]; then echo "== pytest-gpu skipped: the budget is spent" | tee -a "$out/env.log"; return; fi
+      timeout -k 10 "$limit" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$out/pytest-gpu.log" 2>&1
+      echo "== pytest-gpu rc=$? in $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$out/env.log"
+      tail -3 "$out/pytest-gpu.log" ;;
+    *) echo "== $1: no such part (sweep candidates train host layout combo compiled compiles tests)" | tee -a "$out/env.log" ;;
+  esac
+}
+last=${parts##* }
+for name in $parts; do run_part "$name"; done

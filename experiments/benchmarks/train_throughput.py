@@ -1,4 +1,5 @@
-"""Training throughput: guidelab-train against diffusers' UNet2DModel, side by side in one process.
+"""Training throughput: guidelab-train against diffusers' UNet2DModel, side by side in one process
+(`--isolate`: one process per figure).
 
     python experiments/benchmarks/train_throughput.py                 # one GPU, ~3-4 minutes on an H200
     python experiments/benchmarks/train_throughput.py --quick         # CPU, tiny nets, < 2 minutes
@@ -8,6 +9,8 @@
                                                                       # GPU time by kernel kind, ours vs diffusers
     python experiments/benchmarks/train_throughput.py --only ours_plain_compiled ours_train_fast \
         --inductor combo_kernels=True                                 # an inductor setting for every compiled row
+    python experiments/benchmarks/train_throughput.py --isolate --only diffusers_compiled ours_plain_compiled
+                                                                      # each figure in a fresh process
 
 Figures (images/s, measured after warm-up over a fixed number of optimizer steps, with a device sync at
 both ends; random data; bf16 autocast; fused AdamW; batch 128 by default):
@@ -32,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -93,7 +98,8 @@ def kernel_breakdown(prof, steps: int, wall_ms: float) -> dict:
         if event.device_type.name == "CPU" and event.self_cpu_time_total:
             host.append((event.self_cpu_time_total / 1000 / steps, event.count // steps, event.key[:90]))
         gpu_us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
-        if not gpu_us or event.device_type.name not in ("CUDA", "PrivateUse1") or getattr(event, "is_user_annotation", False):
+        on_device = event.device_type.name in ("CUDA", "PrivateUse1")
+        if not gpu_us or not on_device or getattr(event, "is_user_annotation", False):
             continue  # annotations (Optimizer.step#...) span kernels counted on their own
         name = event.key.lower()
         kind = next((k for k, keys in KERNEL_KINDS if any(key in name for key in keys)), "other")
@@ -108,18 +114,38 @@ def kernel_breakdown(prof, steps: int, wall_ms: float) -> dict:
         root = event
         while root.cpu_parent is not None:
             root = root.cpu_parent
-        entry = launchers.setdefault((root.name[:50], event.name[:40]), [0.0, 0])
+        entry = launchers.setdefault((root.name[:70], event.name[:50]), [0.0, 0])
         entry[0] += sum(kernel.duration for kernel in event.kernels)
         entry[1] += len(event.kernels)
     launched = sorted(launchers.items(), key=lambda kv: -kv[1][0])[:10]
     gpu_ms = sum(kinds.values())
+
+    def listed(items, n):
+        return [{"ms_per_step": round(ms, 3), "calls_per_step": calls, "name": name} for ms, calls, name in items[:n]]
+
     return {"ms_per_step_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
             "gpu_ms_per_step": gpu_ms, "wall_ms_per_step": wall_ms, "gpu_busy": gpu_ms / wall_ms,
-            "top_kernels": [{"ms_per_step": round(ms, 3), "calls_per_step": n, "name": name} for ms, n, name in kernels[:15]],
+            "top_kernels": listed(kernels, 15),
             "gpu_ms_by_launcher": [{"ms_per_step": round(us / 1000 / steps, 3), "kernels_per_step": n // steps,
                                     "outermost_op": root, "op": op} for (root, op), (us, n) in launched],
             "host_self_ms_per_step": sum(ms for ms, _, _ in host),
-            "top_host_ops": [{"ms_per_step": round(ms, 3), "calls_per_step": n, "name": name} for ms, n, name in host[:12]]}
+            "top_host_ops": listed(host, 12)}
+
+
+def print_kernels(name: str, kernels: dict) -> None:
+    """What `kernel_breakdown` found, as lines under the row's name."""
+    print(f"{name}: GPU ms per step by kind " + json.dumps(
+        {k: round(v, 2) for k, v in kernels["ms_per_step_by_kind"].items()}), flush=True)
+    for kernel in kernels["top_kernels"]:
+        print(f"    {kernel['ms_per_step']:8.3f} ms x{kernel['calls_per_step']:<4d} {kernel['name']}")
+    print(f"{name}: GPU ms per step by the op that launched the kernels (outermost op / launching op):")
+    for launch in kernels["gpu_ms_by_launcher"]:
+        print(f"    {launch['ms_per_step']:8.3f} ms x{launch['kernels_per_step']:<4d} "
+              f"{launch['outermost_op']} / {launch['op']}")
+    print(f"{name}: GPU busy {kernels['gpu_busy']:.0%} of {kernels['wall_ms_per_step']:.1f} ms per profiled step; "
+          f"host self time {kernels['host_self_ms_per_step']:.1f} ms per step, costliest:", flush=True)
+    for op in kernels["top_host_ops"]:
+        print(f"    {op['ms_per_step']:8.3f} ms x{op['calls_per_step']:<4d} {op['name']}")
 
 
 def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_steps: int = 0) -> float | tuple:
@@ -300,6 +326,9 @@ def main(argv=None) -> list[dict]:
                         help="after timing each plain-loop row, profile STEPS more steps and print GPU ms per step by "
                              "kernel category and the costliest kernels (what separates ours from diffusers)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=False,
+                        help="run each figure of --only in a fresh Python process, one after the other: on an H100 "
+                             "the process's first compiled net was the one whose GPU waited least (README.md)")
     args = parser.parse_args(argv)
     quick = args.quick
     batch = args.batch or (16 if quick else 128)
@@ -317,6 +346,20 @@ def main(argv=None) -> list[dict]:
     info = versions(device)
     print(json.dumps({"setup": info, "batch": batch, "warmup": warmup, "steps": steps,
                       "compile_mode": args.compile_mode, "compile_backend": backend, "inductor": inductor}), flush=True)
+    rows = []
+
+    def write(complete: bool) -> None:
+        if args.json:
+            args.json.write_text(json.dumps({"setup": info, "inductor": inductor, "rows": rows, "complete": complete},
+                                            indent=2))
+
+    if args.isolate:
+        if not args.only:
+            parser.error("--isolate runs the figures --only names, each in its own process: name them")
+        for name in args.only:
+            rows.extend(run_isolated(name, sys.argv[1:] if argv is None else list(argv)))
+            write(complete=False)
+        return report(rows, info, batch, write)
 
     size = 8 if quick else 32
     ours, theirs = our_net(quick), diffusers_net(quick)
@@ -336,13 +379,6 @@ def main(argv=None) -> list[dict]:
     def call_ours(net, x, t):
         return net(x, t)
 
-    rows = []
-
-    def write(complete: bool) -> None:
-        if args.json:
-            args.json.write_text(json.dumps({"setup": info, "inductor": inductor, "rows": rows, "complete": complete},
-                                            indent=2))
-
     def record(name, fn):
         tic = time.perf_counter()
         value = fn()
@@ -351,17 +387,7 @@ def main(argv=None) -> list[dict]:
                "batch": batch, "device": info["device"]}
         if kernels is not None:
             row["kernels"] = kernels
-            print(f"{name}: GPU ms per step by kind " + json.dumps(
-                {k: round(v, 2) for k, v in kernels["ms_per_step_by_kind"].items()}), flush=True)
-            for kernel in kernels["top_kernels"]:
-                print(f"    {kernel['ms_per_step']:8.3f} ms x{kernel['calls_per_step']:<4d} {kernel['name']}")
-            print(f"{name}: GPU ms per step by the op that launched the kernels (outermost op / launching op):")
-            for row in kernels["gpu_ms_by_launcher"]:
-                print(f"    {row['ms_per_step']:8.3f} ms x{row['kernels_per_step']:<4d} {row['outermost_op']} / {row['op']}")
-            print(f"{name}: GPU busy {kernels['gpu_busy']:.0%} of {kernels['wall_ms_per_step']:.1f} ms per profiled step; "
-                  f"host self time {kernels['host_self_ms_per_step']:.1f} ms per step, costliest:", flush=True)
-            for op in kernels["top_host_ops"]:
-                print(f"    {op['ms_per_step']:8.3f} ms x{op['calls_per_step']:<4d} {op['name']}")
+            print_kernels(name, kernels)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
         write(complete=False)  # after every figure: a run cut short by a time limit keeps what it measured
@@ -402,6 +428,24 @@ def main(argv=None) -> list[dict]:
         for name in args.only if args.only is not None else figures:  # --only's order: the first named run first
             record(name, figures[name])
 
+    return report(rows, info, batch, write)
+
+
+def run_isolated(name: str, argv: list[str]) -> list[dict]:
+    """The rows of figure `name`, measured by this script in a fresh process with the same options."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "rows.json"
+        # argparse keeps the last --only, --json and --isolate given, so these override the parent's
+        command = [sys.executable, str(Path(__file__).resolve()), *argv, "--no-isolate", "--only", name,
+                   "--json", str(out)]
+        code = subprocess.run(command, check=False).returncode
+        if code:
+            print(f"{name}: its process exited with {code}", flush=True)
+        return json.loads(out.read_text())["rows"] if out.exists() else []
+
+
+def report(rows: list[dict], info: dict, batch: int, write) -> list[dict]:
+    """The figures as a table and against issue 11's targets; `write` records them as complete."""
     by_name = {r["figure"]: r["images_per_s"] for r in rows}
     print(f"\n{'figure':<26}{'images/s':>12}   ({info['device']}, torch {info['torch']}, batch {batch})")
     for row in rows:

@@ -1,0 +1,82 @@
+"""How train_throughput.py reads a GPU profile, checked on a stand-in profile (a GPU call is rare, and a fault
+there costs the call's figures)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+STEPS, WALL_MS = 2, 2.0
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def device(name):
+    return SimpleNamespace(name=name)
+
+
+def average(key, kind, *, cpu_us=0.0, gpu_us=0.0, count=STEPS, annotation=False):
+    """One row of prof.key_averages()."""
+    return SimpleNamespace(key=key, device_type=device(kind), self_cpu_time_total=cpu_us,
+                           self_device_time_total=gpu_us, count=count, is_user_annotation=annotation)
+
+
+def op(name, parent=None, kernel_us=()):
+    """One CPU op of prof.events(), with the kernels it launched."""
+    return SimpleNamespace(name=name, device_type=device("CPU"), cpu_parent=parent,
+                           kernels=[SimpleNamespace(duration=us) for us in kernel_us])
+
+
+@pytest.fixture
+def profile():
+    """Two steps: a compiled forward launching two Triton kernels of 500 us, AccumulateGrad launching four
+    copies of 75 us, and the optimizer's annotation, which spans kernels and must not count as one."""
+    compiled = op("CompiledFunction")
+    accumulate = op("autograd::engine::evaluate_function: torch::autograd::AccumulateGrad")
+    events = [compiled, op("## Call CompiledFxGraph abc ##", compiled, kernel_us=(500.0,)),
+              op("## Call CompiledFxGraph abc ##", compiled, kernel_us=(500.0,)),
+              accumulate] + [op("aten::copy_", accumulate, kernel_us=(75.0,)) for _ in range(4)]
+    averages = [
+        average("CompiledFunction", "CPU", cpu_us=900.0),
+        average("aten::copy_", "CPU", cpu_us=100.0, count=4),
+        average("triton_poi_fused_add_0", "CUDA", gpu_us=1000.0),
+        average("void at::native::elementwise_kernel<direct_copy_kernel>", "CUDA", gpu_us=300.0, count=4),
+        average("Optimizer.step#AdamW.step", "CUDA", gpu_us=5000.0, annotation=True),
+    ]
+    return SimpleNamespace(key_averages=lambda: averages, events=lambda: events)
+
+
+def test_kernel_breakdown_counts_kernels_not_annotations(bench, profile):
+    found = bench.kernel_breakdown(profile, STEPS, WALL_MS)
+    assert found["ms_per_step_by_kind"] == pytest.approx({"triton (compiled fusions)": 0.5, "copies / layout": 0.15})
+    assert found["gpu_ms_per_step"] == pytest.approx(0.65)
+    assert found["gpu_busy"] == pytest.approx(0.65 / WALL_MS)
+    assert [k["name"] for k in found["top_kernels"]][0] == "triton_poi_fused_add_0"
+    assert found["host_self_ms_per_step"] == pytest.approx(0.5)
+    assert [h["name"] for h in found["top_host_ops"]] == ["CompiledFunction", "aten::copy_"]
+
+
+def test_kernel_breakdown_names_the_op_that_launched_each_kernel(bench, profile):
+    launchers = bench.kernel_breakdown(profile, STEPS, WALL_MS)["gpu_ms_by_launcher"]
+    assert launchers[0] == {"ms_per_step": 0.5, "kernels_per_step": 1, "outermost_op": "CompiledFunction",
+                            "op": "## Call CompiledFxGraph abc ##"}
+    assert launchers[1] == {"ms_per_step": 0.15, "kernels_per_step": 2, "op": "aten::copy_",
+                            "outermost_op": "autograd::engine::evaluate_function: torch::autograd::AccumulateGrad"}
+
+
+def test_print_kernels_prints_every_part(bench, profile, capsys):
+    bench.print_kernels("ours_plain_compiled", bench.kernel_breakdown(profile, STEPS, WALL_MS))
+    out = capsys.readouterr().out
+    assert "GPU busy 32% of 2.0 ms" in out
+    assert "autograd::engine::evaluate_function: torch::autograd::AccumulateGrad / aten::copy_" in out
+    assert "triton_poi_fused_add_0" in out
