@@ -7,10 +7,9 @@
 #             graphs, with the classifier on a second stream, both DPM-Solver++ grids, step costs (~5 min)
 #   candidates  guided_sweep.py --variants default graphs streams: the textbook loop, the default compiled sweep and
 #             the two candidates for the 1.3 step ratio, each row followed by its step cost (~5 min)
-#   train     train_throughput.py --isolate: diffusers eager and compiled, ours through guidelab-train with CUDA
-#             graphs (compile=reduce-overhead) and with the default fast path: both targets of issue 11, each row in a
-#             fresh process (the eleventh session's rows hint that a process's later compiled nets wait longer), the
-#             graphs row second so that a cut run keeps it (~8 min)
+#   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train with CUDA graphs
+#             (compile=reduce-overhead) and with the default fast path: both targets of issue 11 side by side in one
+#             process, as the issue asks, the graphs row second so that a cut run keeps it (~7 min)
 #   host      train_throughput.py: ours and diffusers compiled in the plain loop with --kernels 3: GPU busy share of
 #             the step and the host's costliest ops (what keeps our GPU idle; ~4 min)
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
@@ -50,7 +49,7 @@ run_part() {  # one part of PARTS, by name
       part candidates 330 guided_sweep.py --variants default graphs streams --out "$out/candidates.json"
       grep -v Warning "$out/candidates.log" | tail -24 ;;
     train)
-      part train 500 train_throughput.py --isolate --json "$out/train.json" \
+      part train 470 train_throughput.py --json "$out/train.json" \
         --only diffusers_eager ours_train_fast_graphs diffusers_compiled ours_train_fast
       grep '^{"figure\|^{"param\|/ diffusers\|Error\|exited' "$out/train.log" | tail -20 ;;
     host)
