@@ -46,8 +46,9 @@ class FastPath:
     @classmethod
     def choose(cls, mode: str, device) -> "FastPath":
         """auto: everything but CUDA graphs on CUDA, exact elsewhere; on: bf16 + channels_last + compile;
-        graphs: on + CUDA graphs (on an H100, 5% more samples/s than on in a guided sweep); eager: bf16 + channels_last without compile (no warm-up; on an H100 and an H200
-        it sampled at 0.43x and 0.68x the speed of off, experiments/benchmarks/README.md); off: float32 eager."""
+        graphs: on + CUDA graphs (on an H100, 5% more samples/s than on in a guided sweep); eager: bf16 +
+        channels_last without compile (no warm-up; on an H100 and an H200 it sampled at 0.43x and 0.68x the speed
+        of off, experiments/benchmarks/README.md); off: float32 eager."""
         if mode not in FAST_PATH_CHOICES:
             raise ValueError(f"fast_path must be one of {list(FAST_PATH_CHOICES)}, got {mode!r}")
         if mode == "auto":
