@@ -51,7 +51,7 @@ run_part() {  # one part of PARTS, by name
     train)
       part train 470 train_throughput.py --json "$out/train.json" \
         --only diffusers_eager ours_train_fast_graphs diffusers_compiled ours_train_fast
-      grep '^{"figure\|^{"param\|/ diffusers\|Error\|exited' "$out/train.log" | tail -20 ;;
+      grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20 ;;
     host)
       part host 270 train_throughput.py --kernels 3 --json "$out/host.json" --only ours_plain_compiled diffusers_compiled
       grep '^{"figure\|GPU ms per step\|GPU busy\|^    ' "$out/host.log" | cut -c1-130 | head -90 ;;

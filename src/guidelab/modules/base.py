@@ -55,6 +55,12 @@ def resolve_auto(value, device: torch.device, name: str) -> bool:
     raise ValueError(f"{name} must be true, false or {AUTO!r} (on for CUDA), got {value!r}")
 
 
+def is_compiled(net: torch.nn.Module) -> bool:
+    """Whether `net.compile()` ran: nn.Module.compile keeps the compiled call in a private attribute, read here
+    only (torch has no public accessor)."""
+    return getattr(net, "_compiled_call_impl", None) is not None
+
+
 def compile_mode(value, device: torch.device) -> str | None:
     """The torch.compile mode `compile` asks for on `device`, or None for eager."""
     if isinstance(value, str) and value in COMPILE_MODES:
@@ -122,7 +128,7 @@ class GuidelabModule(pl.LightningModule):
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
             self._channels_last = True
-        if mode is not None and not getattr(net, "_compiled_call_impl", None):
+        if mode is not None and not is_compiled(net):
             net.compile(mode=mode)  # in place: parameters and state_dict keys stay those of the plain net
         return net
 
@@ -133,7 +139,7 @@ class GuidelabModule(pl.LightningModule):
         batch norm, no dropout in eval), so the kept outputs are those of the unpadded batch. Eager nets and
         training steps (the DDPM's loss, shared with validation, calls this too) run as given."""
         rows = len(inputs[0])
-        if self.training or not getattr(self.net, "_compiled_call_impl", None) or rows >= self._eval_rows:
+        if self.training or not is_compiled(self.net) or rows >= self._eval_rows:
             self._eval_rows = max(self._eval_rows, rows)
             return self(*inputs)
         pad = self._eval_rows - rows
