@@ -21,10 +21,12 @@ import os
 os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"  # before torch is imported: every row compiles from nothing
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from unittest import mock  # noqa: E402
 
 import torch  # noqa: E402
 from torch._inductor.compile_fx import compile_fx  # noqa: E402
@@ -60,19 +62,13 @@ def one_sweep(row: str, preset: str, device, steps: int) -> dict:
     settings = settings_from_config(steps=steps, fast_path="on", samples_per_scale=samples_per_scale)
     plan = guided_sweep._plan(settings, 10, shape, 0, 1)
     method = SweepMethod("classifier", ClassifierGuidance(classifier, num_classes=10), model)
-    originals = {name: getattr(guided_sweep, name) for name in replaced}
-    torch.compile = counting_compile
-    for name, function in replaced.items():
-        setattr(guided_sweep, name, function)
-    try:
-        with Progress(disable=True) as bar:
-            start = time.perf_counter()
-            guided_sweep._sample_method(method, NoiseSchedule.linear(1000), shape, plan, settings, device, bar)
-            seconds = time.perf_counter() - start
-    finally:
-        torch.compile = real_compile
-        for name, function in originals.items():
-            setattr(guided_sweep, name, function)
+    with contextlib.ExitStack() as patches, Progress(disable=True) as bar:
+        patches.enter_context(mock.patch.object(torch, "compile", counting_compile))
+        for name, function in replaced.items():
+            patches.enter_context(mock.patch.object(guided_sweep, name, function))
+        start = time.perf_counter()
+        guided_sweep._sample_method(method, NoiseSchedule.linear(1000), shape, plan, settings, device, bar)
+        seconds = time.perf_counter() - start
     return {"graphs": graphs, "seconds": seconds, "samples": len(plan[0]), "batch_size": settings.batch_size}
 
 
