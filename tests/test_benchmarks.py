@@ -4,6 +4,7 @@ there costs the call's figures)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -80,3 +81,46 @@ def test_print_kernels_prints_every_part(bench, profile, capsys):
     assert "GPU busy 32% of 2.0 ms" in out
     assert "autograd::engine::evaluate_function: torch::autograd::AccumulateGrad / aten::copy_" in out
     assert "triton_poi_fused_add_0" in out
+
+
+def test_sync_points_count_synchronizing_calls_per_step_by_line(bench):
+    def warning(message, filename, lineno):
+        return SimpleNamespace(message=UserWarning(message), filename=filename, lineno=lineno)
+
+    caught = ([warning("called a synchronizing CUDA operation", "/repo/loop.py", 10)] * 4
+              + [warning("called a synchronizing CUDA operation", "/site/torch/optim/adamw.py", 3)] * 2
+              + [warning("TypedStorage is deprecated", "/repo/loop.py", 12)])
+    assert bench.sync_points(caught, STEPS) == [{"per_step": 2.0, "at": "loop.py:10"},
+                                                {"per_step": 1.0, "at": "adamw.py:3"}]
+
+
+def test_plain_loop_profiles_then_times_again(bench):
+    """The --kernels path end to end on CPU: profile read, sync points skipped off CUDA, a rate after the profile."""
+    import torch
+
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    rate, details = bench.plain_loop(net, lambda n, x, t: n(x), torch.device("cpu"), batch=2, image_size=8,
+                                     warmup=1, steps=4, profile_steps=2)
+    assert rate > 0 and details["images_per_s_after_profile"] > 0
+    assert details["allocator_during_timed_steps"] is None and details["sync_points"] is None  # CUDA only
+    assert details["kernels"]["wall_ms_per_step"] > 0 and details["kernels"]["gpu_ms_per_step"] == 0
+    assert any("convolution" in op["name"] for op in details["kernels"]["top_host_ops"])
+
+
+def test_a_failing_row_is_recorded_and_the_next_rows_still_run(bench, monkeypatch, tmp_path, capsys):
+    calls = []
+
+    def plain_loop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA graphs: static input moved")
+        return 123.0, {"allocator_during_timed_steps": None}
+
+    monkeypatch.setattr(bench, "plain_loop", plain_loop)
+    out = tmp_path / "rows.json"
+    rows = bench.main(["--quick", "--compile-backend", "inductor", "--only", "ours_plain_eager", "ours_plain_eager",
+                       "--json", str(out)])
+    assert rows[0]["images_per_s"] is None and rows[0]["error"] == "RuntimeError: CUDA graphs: static input moved"
+    assert rows[1]["images_per_s"] == 123.0
+    assert "failed" in capsys.readouterr().out
+    assert json.loads(out.read_text())["complete"] is True

@@ -11,7 +11,8 @@
 #             (compile=reduce-overhead) and with the default fast path: both targets of issue 11 side by side in one
 #             process, as the issue asks, the graphs row second so that a cut run keeps it (~7 min)
 #   host      train_throughput.py: ours and diffusers compiled in the plain loop with --kernels 3: GPU busy share of
-#             the step and the host's costliest ops (what keeps our GPU idle; ~4 min)
+#             the step, the host's costliest ops, the allocator's cudaMalloc/cudaFree and the sync points in the
+#             step, and the rate again after the profile (what keeps our GPU idle; ~4 min)
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
 #             and GPU ms per step by kernel kind (what separates the two compiled nets; ~7 min, channels_last pair first)
 #   layout    train_throughput.py: ours through guidelab-train compiled without channels_last (~2 min)
@@ -32,7 +33,9 @@ cap() { local l=$(( $(left) - 5 )); echo $(( $1 < l ? $1 : l )); }  # a part's l
 out=${OUT:-/tmp/gpu}; mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD/src || exit 1
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+# TEARDOWN_CUPTI=1: Kineto detaches CUPTI when a profile ends; otherwise every row after a --kernels profile runs
+# with CUPTI attached (pytorch/pytorch#144455), as the eleventh session's rows 2-4 did
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled TEARDOWN_CUPTI=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import sys, torch, pytorch_lightning as pl, diffusers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', pl.__version__, 'diffusers', diffusers.__version__)"
 } 2>&1 | tee "$out/env.log"
@@ -54,7 +57,8 @@ run_part() {  # one part of PARTS, by name
       grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20 ;;
     host)
       part host 270 train_throughput.py --kernels 3 --json "$out/host.json" --only ours_plain_compiled diffusers_compiled
-      grep '^{"figure\|GPU ms per step\|GPU busy\|^    ' "$out/host.log" | cut -c1-130 | head -90 ;;
+      grep '^{"figure' "$out/host.log"  # whole: the allocator's counts, sync points, the rate after the profile
+      grep 'GPU ms per step\|GPU busy\|^    ' "$out/host.log" | cut -c1-130 | head -90 ;;
     layout)
       part layout 150 train_throughput.py --only ours_train_fast_nchw --json "$out/layout.json"
       grep '^{"figure' "$out/layout.log" ;;
@@ -65,7 +69,8 @@ run_part() {  # one part of PARTS, by name
     compiled)
       part compiled 470 train_throughput.py --kernels 3 --json "$out/compiled.json" \
         --only diffusers_compiled ours_plain_compiled diffusers_compiled_nchw ours_plain_compiled_nchw
-      grep '^{"figure\|GPU ms per step\|^    ' "$out/compiled.log" | head -72 ;;
+      grep '^{"figure' "$out/compiled.log"
+      grep 'GPU ms per step\|^    ' "$out/compiled.log" | cut -c1-130 | head -72 ;;
     compiles)
       part compiles 420 sweep_compiles.py --preset cifar10 --device cuda --out "$out/compiles.json"
       grep -v Warning "$out/compiles.log" | tail -12 ;;

@@ -33,23 +33,32 @@ with a message. Where the GPU figures stand is in README.md beside this file.
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 from pathlib import Path
 
-import pytorch_lightning as pl
-import torch
-import torch.nn.functional as F
+# Kineto leaves CUPTI attached after a torch.profiler session unless TEARDOWN_CUPTI=1 (pytorch/pytorch#144455:
+# later steps run 10-20% slower). With --kernels every row but the first would be timed after a profile; set
+# before torch loads Kineto. `images_per_s_after_profile` on each profiled row checks that nothing lingers.
+os.environ.setdefault("TEARDOWN_CUPTI", "1")
 
-from guidelab.apps.config import compose_config
-from guidelab.apps.train import train
-from guidelab.diffusion import NoiseSchedule
-from guidelab.modules.base import COMPILE_MODES, build_net
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from guidelab.apps.config import compose_config  # noqa: E402
+from guidelab.apps.train import train  # noqa: E402
+from guidelab.diffusion import NoiseSchedule  # noqa: E402
+from guidelab.modules.base import COMPILE_MODES, build_net  # noqa: E402
 
 # google/ddpm-cifar10-32 (Ho et al. 2020's CIFAR-10 model as diffusers ships it)
 DIFFUSERS_CIFAR10 = {
@@ -75,6 +84,17 @@ def collect_garbage() -> None:
     the process holds about a million Python objects; on the CPU machine one full collection of 0.7 million took
     0.36 s, which 40 timed steps would carry as 9 ms each (a scratch probe of the eleventh session)."""
     gc.collect()
+
+
+def fresh_state(device: torch.device) -> None:
+    """Before each row: the compiled code, Python objects and cached device memory that earlier rows left behind
+    are let go, so that a row's figure depends less on its place in the run. In the eleventh session's run, the
+    first compiled row was the only fast one. dynamo's caches are per process: every `nn.Module.compile` compiles
+    the same code object (Module._call_impl), whose cache then holds the entries of every net compiled so far."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def count(net: torch.nn.Module) -> int:
@@ -156,11 +176,66 @@ def print_kernels(name: str, kernels: dict) -> None:
         print(f"    {op['ms_per_step']:8.3f} ms x{op['calls_per_step']:<4d} {op['name']}")
 
 
-def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_steps: int = 0) -> float | tuple:
-    """images/s of eps-prediction training steps: q_sample, forward, MSE, backward, fused AdamW.
+ALLOCATOR_COUNTS = ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")
 
-    With `profile_steps`, that many more steps run under torch.profiler after the timed ones, and the
-    result is (images/s, kernel_breakdown)."""
+
+def allocator_counts(device: torch.device) -> dict | None:
+    """The CUDA caching allocator's counters of calls that can leave the GPU idle: whole segments taken from and
+    given back to the driver (cudaMalloc; cudaFree synchronizes the device), retries after a failed allocation
+    (which free the cache first) and stream syncs. None off CUDA."""
+    if device.type != "cuda":
+        return None
+    stats = torch.cuda.memory_stats(device)
+    return {key: stats.get(key, 0) for key in ALLOCATOR_COUNTS}
+
+
+def counts_since(before: dict | None, device: torch.device) -> dict | None:
+    """What the allocator's counters rose by since `before` (an `allocator_counts` reading)."""
+    after = allocator_counts(device)
+    return None if before is None or after is None else {key: after[key] - before[key] for key in before}
+
+
+def timed(step, device: torch.device, steps: int) -> float:
+    """Seconds for `steps` calls of `step`, synced at both ends, after a full garbage collection."""
+    sync(device)
+    collect_garbage()
+    tic = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return time.perf_counter() - tic
+
+
+def sync_points(caught: list, steps: int) -> list[dict]:
+    """Warnings of torch's CUDA sync debug mode, one per synchronizing call (.item(), nonzero, a blocking copy),
+    counted per step by the Python line that made the call (backward's own calls surface at `backward()`)."""
+    where = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                                if "synchroniz" in str(w.message))
+    return [{"per_step": n / steps, "at": at} for at, n in where.most_common(8)]
+
+
+def find_syncs(step, device: torch.device, steps: int) -> list[dict] | None:
+    """`steps` calls of `step` under torch.cuda.set_sync_debug_mode("warn"): where they make the host wait."""
+    if device.type != "cuda":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sync_points(caught, steps)
+
+
+def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_steps: int = 0) -> tuple[float, dict]:
+    """images/s of eps-prediction training steps (q_sample, forward, MSE, backward, fused AdamW), and what the
+    CUDA allocator did during the timed steps.
+
+    With `profile_steps`, that many more steps run under torch.profiler after the timed ones (`kernels`:
+    `kernel_breakdown`); then as many under the CUDA sync debug mode (`sync_points`), and a quarter of the timed
+    steps again (`images_per_s_after_profile`: a lower rate means the profiler left a cost behind)."""
     schedule = NoiseSchedule.linear(1000)
     x0 = torch.rand(batch, 3, image_size, image_size, device=device) * 2 - 1
     opt = torch.optim.AdamW(net.parameters(), lr=2e-4, fused=True)
@@ -178,15 +253,11 @@ def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_step
 
     for _ in range(warmup):
         step()
-    sync(device)
-    collect_garbage()
-    tic = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    rate = steps * batch / (time.perf_counter() - tic)
+    before = allocator_counts(device)
+    rate = steps * batch / timed(step, device, steps)
+    details = {"allocator_during_timed_steps": counts_since(before, device)}
     if not profile_steps:
-        return rate
+        return rate, details
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -198,10 +269,13 @@ def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_step
         sync(device)
         wall_ms = (time.perf_counter() - tic) * 1000 / profile_steps
     try:  # a GPU call is rare: a fault in reading the profile must not cost the row's timing
-        return rate, kernel_breakdown(prof, profile_steps, wall_ms)
+        details["kernels"] = kernel_breakdown(prof, profile_steps, wall_ms)
     except Exception as err:  # noqa: BLE001
         print(f"kernel breakdown failed ({type(err).__name__}: {err}); the timing stands", flush=True)
-        return rate
+    details["sync_points"] = find_syncs(step, device, profile_steps)
+    recheck = max(steps // 4, 2)
+    details["images_per_s_after_profile"] = round(recheck * batch / timed(step, device, recheck), 1)
+    return rate, details
 
 
 def diffusers_net(quick: bool):
@@ -226,21 +300,24 @@ class StepTimer(pl.Callback):
 
     def __init__(self, warmup: int, steps: int, batch: int):
         self.warmup, self.steps, self.batch = warmup, steps, batch
-        self.tic = self.images_per_s = None
+        self.tic = self.images_per_s = self.allocator = self.allocator_before = None
         StepTimer.last = self
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.warmup:
             sync(pl_module.device)
             collect_garbage()
+            self.allocator_before = allocator_counts(pl_module.device)
             self.tic = time.perf_counter()
         elif trainer.global_step == self.warmup + self.steps:
             sync(pl_module.device)
             self.images_per_s = self.steps * self.batch / (time.perf_counter() - self.tic)
+            self.allocator = counts_since(self.allocator_before, pl_module.device)
 
 
 def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, compile_mode: str | None,
-                  extra: list[str], out: Path, profile: bool = False, trainer: str = "gpu") -> float:
+                  extra: list[str], out: Path, profile: bool = False, trainer: str = "gpu") -> tuple[float, dict]:
+    """images/s of `guidelab-train` steps (StepTimer), and what the CUDA allocator did during them."""
     size = 8 if quick else 32
     overrides = [
         "experiment=cifar10_ddpm", f"trainer={trainer}", "trainer.devices=1", "data=synthetic", "logger=csv", f"paths.output_dir={out}",
@@ -268,7 +345,7 @@ def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, 
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     else:
         train(cfg)
-    return StepTimer.last.images_per_s
+    return StepTimer.last.images_per_s, {"allocator_during_timed_steps": StepTimer.last.allocator}
 
 
 # ---------------------------------------------------------------------------------- main
@@ -391,14 +468,17 @@ def main(argv=None) -> list[dict]:
         return net(x, t)
 
     def record(name, fn):
+        fresh_state(device)
         tic = time.perf_counter()
-        value = fn()
-        value, kernels = value if isinstance(value, tuple) else (value, None)
-        row = {"figure": name, "images_per_s": round(value, 1), "wall_s": round(time.perf_counter() - tic, 1),
-               "batch": batch, "device": info["device"]}
-        if kernels is not None:
-            row["kernels"] = kernels
-            print_kernels(name, kernels)
+        try:
+            value, details = fn()
+        except Exception as err:  # noqa: BLE001  a GPU call is rare: one failing row must not cost the others
+            traceback.print_exc()
+            value, details = None, {"error": f"{type(err).__name__}: {err}"[:400]}
+        row = {"figure": name, "images_per_s": None if value is None else round(value, 1),
+               "wall_s": round(time.perf_counter() - tic, 1), "batch": batch, "device": info["device"], **details}
+        if "kernels" in row:
+            print_kernels(name, row["kernels"])
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "kernels"}), flush=True)
         write(complete=False)  # after every figure: a run cut short by a time limit keeps what it measured
@@ -457,10 +537,12 @@ def run_isolated(name: str, argv: list[str]) -> list[dict]:
 
 def report(rows: list[dict], info: dict, batch: int, write) -> list[dict]:
     """The figures as a table and against issue 11's targets; `write` records them as complete."""
-    by_name = {r["figure"]: r["images_per_s"] for r in rows}
+    by_name = {r["figure"]: r["images_per_s"] for r in rows if r.get("images_per_s") is not None}
     print(f"\n{'figure':<26}{'images/s':>12}   ({info['device']}, torch {info['torch']}, batch {batch})")
     for row in rows:
-        print(f"{row['figure']:<26}{row['images_per_s']:>12,.1f}")
+        rate = row.get("images_per_s")
+        shown = f"{rate:>12,.1f}" if rate is not None else f"{'failed':>12}   {row.get('error')}"
+        print(f"{row['figure']:<26}{shown}")
     for ours in ("ours_train_fast", "ours_train_fast_nchw", "ours_train_fast_graphs"):
         for target, factor in (("diffusers_eager", 2.0), ("diffusers_compiled", 1.2)):
             if target in by_name and ours in by_name:
