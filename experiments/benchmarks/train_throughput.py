@@ -92,7 +92,7 @@ def fresh_state(device: torch.device) -> None:
     first compiled row was the only fast one. dynamo's caches are per process: every `nn.Module.compile` compiles
     the same code object (Module._call_impl), whose cache then holds the entries of every net compiled so far."""
     torch._dynamo.reset()
-    gc.collect()
+    collect_garbage()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -261,13 +261,8 @@ def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_step
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    collect_garbage()
     with torch_profile(activities=activities) as prof:
-        tic = time.perf_counter()
-        for _ in range(profile_steps):
-            step()
-        sync(device)
-        wall_ms = (time.perf_counter() - tic) * 1000 / profile_steps
+        wall_ms = timed(step, device, profile_steps) * 1000 / profile_steps
     try:  # a GPU call is rare: a fault in reading the profile must not cost the row's timing
         details["kernels"] = kernel_breakdown(prof, profile_steps, wall_ms)
     except Exception as err:  # noqa: BLE001
