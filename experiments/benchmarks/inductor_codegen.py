@@ -4,12 +4,17 @@
     python experiments/benchmarks/inductor_codegen.py --nets ours --dropout 0.0 --layout nchw --combo-kernels
     python experiments/benchmarks/inductor_codegen.py --step sampling  # guided step: UNet vs classifier (~2 min)
     python experiments/benchmarks/inductor_codegen.py --step sampling --norm-output input  # GroupNorm returning bf16
+    python experiments/benchmarks/inductor_codegen.py --nets ours --cudagraphs   # what reduce-overhead's graphs do
 
 Questions it answers:
 - Issue 11: on the H200 our UNet gained +13% from torch.compile where diffusers' UNet2DModel gained +74%,
   with the same FLOPs. Is the difference in the code inductor writes, as more kernels or as fused kernels
   that move more bytes?
 - Issue 12: what does a guided step's classifier gradient ask for, next to the UNet's forward?
+- Both (`--cudagraphs`): does inductor keep CUDA graphs (`compile=reduce-overhead`) for every graph of the step,
+  or skip them (its reasons, e.g. mutated or non-tensor inputs; CPU tensors are not seen, see `cuda_graph_plan`),
+  and which inputs does each replay copy into the graph's static buffers? A skip costs a GPU session its graphs
+  row without an error.
 
 What it does:
 - Compiles the step as the fast path does (bf16 autocast, channels_last):
@@ -170,9 +175,12 @@ def group_norm_in_float32(output: str = "float32") -> None:
 
 
 # ----------------------------------------------------------------------------------------- lowering
-def lower_step(call, x: torch.Tensor, t: torch.Tensor, grad: bool, cache_dir: Path) -> list[Path]:
+def lower_step(call, x: torch.Tensor, t: torch.Tensor, grad: bool, cache_dir: Path,
+               cudagraphs: list | None = None) -> list[Path]:
     """Compile `call(x, t)` on CPU as the step runs it (under autograd when `grad`); lower each graph inductor
-    gets (forward, and backward when there is one) for CUDA; the paths of their output code, in that order."""
+    gets (forward, and backward when there is one) for CUDA; the paths of their output code, in that order.
+    With a list as `cudagraphs`, lower as compile mode "reduce-overhead" does and append, per graph, what
+    `cuda_graph_plan` reads."""
     import torch._functorch.config as functorch_config
     from torch._guards import detect_fake_mode
     from torch._inductor.compile_fx import compile_fx, compile_fx_inner
@@ -203,9 +211,11 @@ def lower_step(call, x: torch.Tensor, t: torch.Tensor, grad: bool, cache_dir: Pa
         FakeTensorProp(gm, mode=mode).propagate_dont_convert_inputs(*inputs)
         GraphLowering.compile_to_module = record_output_code
         try:
-            compile_fx_inner(gm, inputs, **kwargs)
+            output_code = compile_fx_inner(gm, inputs, **kwargs)
         finally:
             GraphLowering.compile_to_module = compile_to_module
+        if cudagraphs is not None:
+            cudagraphs.append(cuda_graph_plan(output_code, inputs, kwargs))
 
         def not_runnable(args):
             raise RuntimeError("lowered for a fake GPU")
@@ -213,14 +223,43 @@ def lower_step(call, x: torch.Tensor, t: torch.Tensor, grad: bool, cache_dir: Pa
         not_runnable._boxed_call = True
         return not_runnable
 
+    import torch._inductor.config as inductor_config
+
     compiled = torch.compile(call, backend=lambda gm, inputs: compile_fx(gm, inputs, inner_compile=lower_for_cuda))
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad), \
+            inductor_config.patch({"triton.cudagraphs": cudagraphs is not None}):  # what mode="reduce-overhead" sets
         try:
             compiled(x, t)
         except RuntimeError as err:
             if "fake GPU" not in str(err):
                 raise
     return written
+
+
+def cuda_graph_plan(output_code, inputs: list, kwargs: dict) -> dict:
+    """What cudagraph trees will do with one lowered graph: whether inductor keeps graphs for it (else its
+    reasons, as it logs "skipping cudagraphs due to ..."), and the tensor inputs that are not static (parameters
+    and saved activations are; the step's own inputs and the backward's incoming gradients are not), which
+    every replay copies into the graph's buffers. Not seen here: a CPU tensor in the graph (this tool moves every
+    graph to the GPU) and anything decided at run time from the tensors' addresses."""
+    info = getattr(output_code, "cudagraph_info", None)
+    disabled = getattr(output_code, "disabled_cudagraphs_reason", None)
+    reasons = [disabled] if disabled else []
+    if info is not None:
+        reasons += list(info.cudagraph_fail_reasons)
+    elif not disabled:
+        reasons.append("no cudagraph info: inductor did not consider graphs for this graph")
+    static = set(kwargs.get("static_input_idxs") or ())
+    # cudagraph trees check these when they record (cudagraph_utils.check_for_mutation), not at compile time:
+    # a mutated input that is not static skips the graph unless it is the output of another CUDA graph
+    mutated = sorted(set(getattr(output_code, "mutated_input_idxs", ()) or ()) - static)
+    if mutated:
+        reasons.append(f"mutated inputs ({len(mutated)}, not static), unless each is another CUDA graph's output")
+    copied = [x for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and i not in static]
+    return {"graphs_kept": not reasons, "skip_reasons": reasons,
+            "tensor_inputs": sum(isinstance(x, torch.Tensor) for x in inputs), "static_inputs": len(static),
+            "copied_per_replay": [f"{list(x.shape)} {str(x.dtype).removeprefix('torch.')}" for x in copied],
+            "copied_mb_per_replay": round(sum(x.numel() * x.element_size() for x in copied) / 2**20, 2)}
 
 
 def inventory(path: Path) -> dict:
@@ -230,7 +269,9 @@ def inventory(path: Path) -> dict:
     for match in re.finditer(r"(\w+) = async_compile\.triton\('\w+', '''(.*?)'''", source, re.S):
         num_gb = re.search(r"'kernel_num_gb': ([0-9.e+-]+)", match.group(2))
         megabytes[match.group(1)] = float(num_gb.group(1)) * 1e3 if num_gb else 0.0
-    call = source[source.rfind("def call(self, args)"):]
+    # with CUDA graphs, inductor splits call() into partitions (each one graph), which Runner.call runs in order
+    partitions = len(re.findall(r"^def partition_\d+\(args\)", source, re.M))
+    call = source[source.find("def partition_0(args)") if partitions else source.rfind("def call(self, args)"):]
     lines = [line for line in call.splitlines() if not line.strip().startswith("#") and "assert_" not in line]
     launches = collections.Counter()
     traffic = collections.Counter()
@@ -243,7 +284,7 @@ def inventory(path: Path) -> dict:
         else:
             kind = extern or op
         launches[kind] += 1
-    return {"launches": dict(launches), "launches_total": sum(launches.values()),
+    return {"launches": dict(launches), "launches_total": sum(launches.values()), "graph_partitions": partitions,
             "triton_mb": {k: round(v, 1) for k, v in traffic.items()},
             "triton_mb_total": round(sum(traffic.values()), 1),
             "convolution_layouts": convolution_layouts(call)}
@@ -360,6 +401,10 @@ def main(argv=None) -> dict:
                         help="inductor's combo_kernels: independent small kernels launched as one")
     parser.add_argument("--norm-output", choices=("float32", "input"), default="float32",
                         help="group_norm's result: float32 as CUDA autocast gives it, or the input's dtype (bf16)")
+    parser.add_argument("--cudagraphs", action="store_true",
+                        help="lower as compile mode reduce-overhead does: per graph, whether inductor keeps CUDA graphs "
+                             "and what each replay copies in (the graphs' input layouts then read '?': inductor "
+                             "asserts no input strides in partitioned code)")
     parser.add_argument("--json", type=Path, help="write the counts here")
     parser.add_argument("--keep", type=Path, help="copy the generated code here (NET_forward.py, NET_backward.py)")
     args = parser.parse_args(argv)
@@ -391,7 +436,7 @@ def main(argv=None) -> dict:
 
     setup = {"torch": torch.__version__, "triton": triton.__version__, "target": "sm_90 (fake H100)",
              "step": args.step, "batch": args.batch, "layout": args.layout, "dropout": args.dropout,
-             "combo_kernels": args.combo_kernels, "norm_output": args.norm_output}
+             "combo_kernels": args.combo_kernels, "norm_output": args.norm_output, "cudagraphs": args.cudagraphs}
     print(json.dumps(setup), flush=True)
     name = args.nets[0]
     torch.manual_seed(0)
@@ -404,12 +449,15 @@ def main(argv=None) -> dict:
     t = torch.randint(0, 1000, (args.batch,))
     graphs = ("forward", "backward") if grad else ("forward",)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = lower_step(call, x, t, grad, Path(tmp))
+        plans = [] if args.cudagraphs else None
+        paths = lower_step(call, x, t, grad, Path(tmp), cudagraphs=plans)
         if len(paths) != len(graphs):
             raise SystemExit(f"{name}: expected graphs {graphs}, inductor wrote {len(paths)}")
         result = {"parameters": sum(p.numel() for p in net.parameters())}
-        for graph, path in zip(graphs, paths):
+        for index, (graph, path) in enumerate(zip(graphs, paths)):
             result[graph] = inventory(path)
+            if plans is not None:
+                result[graph]["cuda_graphs"] = plans[index]
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 (args.keep / f"{name}_{graph}.py").write_text(path.read_text())
@@ -418,6 +466,12 @@ def main(argv=None) -> dict:
         print(f"{name} {graph}: {row['launches_total']} launches, Triton kernels move {row['triton_mb_total']:,.0f} MB; "
               + json.dumps(row["launches"]), flush=True)
         print(f"{name} {graph}: convolution operand layouts " + json.dumps(row["convolution_layouts"]), flush=True)
+        if "cuda_graphs" in row:
+            plan = row["cuda_graphs"]
+            kept = "kept" if plan["graphs_kept"] else "SKIPPED: " + "; ".join(plan["skip_reasons"])
+            print(f"{name} {graph}: CUDA graphs {kept} ({row['graph_partitions']} partition(s)); each replay copies {len(plan['copied_per_replay'])} of "
+                  f"{plan['tensor_inputs']} inputs ({plan['copied_mb_per_replay']} MB): "
+                  + ", ".join(plan["copied_per_replay"]), flush=True)
     return summarise(setup, {name: result}, args)
 
 
