@@ -202,3 +202,51 @@ def test_cifar10_experiments_on_one_gpu_take_one_device(experiment, tmp_path):
     assert cfg.trainer.devices == 1 and cfg.trainer.get("strategy") is None
     assert compose_config("train", [f"experiment={experiment}", "trainer=ddp", f"paths.output_dir={tmp_path}"]
                           ).trainer.devices == 8
+
+
+@pytest.mark.parametrize("graphs", [False, True], ids=["grad-set-to-none", "cuda-graphs-forced"])
+def test_accumulated_gradients_get_buffers_of_their_own_where_cuda_graphs_replay(graphs, tmp_path, monkeypatch):
+    """trainer.accumulate_grad_batches=2. Where CUDA graphs replay the backward (forced here: on the CPU
+    compile=reduce-overhead compiles without graphs), every .grad must be a buffer of its own that stays from
+    step to step: a .grad in the graphs' memory is overwritten by the next replay. Training must give the same
+    weights either way. Without graphs, Lightning's default stays (.grad set to None: new tensors each step)."""
+    from guidelab.modules.base import GuidelabModule
+
+    if graphs:
+        monkeypatch.setattr(GuidelabModule, "replays_cuda_graphs", lambda self: True)
+    grads_per_step = []
+    clip = GuidelabModule.configure_gradient_clipping
+
+    def record_grads(self, optimizer, *args, **kwargs):  # called once per optimizer step, after the backward passes
+        grads_per_step.append([p.grad for group in optimizer.param_groups for p in group["params"]])
+        return clip(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(GuidelabModule, "configure_gradient_clipping", record_grads)
+    cfg = compose_config("train", [*on_cpu(["trainer=gpu"], "unet", 1, tmp_path), "+trainer.accumulate_grad_batches=2"])
+    result = train(cfg)
+    assert len(grads_per_step) == STEPS and all(g is not None for g in grads_per_step[0])
+    same_buffers = all(a is b for step in grads_per_step[1:] for a, b in zip(grads_per_step[0], step))
+    assert same_buffers == graphs
+    weights = torch.load(result["last_checkpoint"], weights_only=True)["current_model_state"]
+    if graphs:  # against a run with the default zero_grad, same seed and batches
+        monkeypatch.undo()
+        reference = train(compose_config("train", [*on_cpu(["trainer=gpu"], "unet", 1, tmp_path / "reference"),
+                                                   "+trainer.accumulate_grad_batches=2"]))
+        expected = torch.load(reference["last_checkpoint"], weights_only=True)["current_model_state"]
+        assert weights.keys() == expected.keys()
+        assert all(torch.equal(weights[k], expected[k]) for k in weights)
+
+
+@pytest.mark.parametrize("compile_value,device,expected", [
+    ("reduce-overhead", "cuda", True), ("max-autotune", "cuda", True), ("default", "cuda", False),
+    ("max-autotune-no-cudagraphs", "cuda", False), (False, "cuda", False), ("reduce-overhead", "cpu", False)])
+def test_which_modes_replay_cuda_graphs(compile_value, device, expected):
+    """The modes that replay CUDA graphs, on a CUDA device only. The device is set on the module without moving
+    it: what is checked is the rule, which a GPU run follows (tests/test_gpu.py trains with accumulation)."""
+    from guidelab.modules import DDPMModule
+
+    net = {"_target_": "guidelab.nets.UNet", "base_channels": 8, "channel_mult": [1], "num_res_blocks": 1,
+           "attention_resolutions": [], "groups": 4}
+    module = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8], compile=compile_value)  # compiles lazily
+    module._device = torch.device(device, 0)  # LightningModule.device reads this attribute
+    assert module.replays_cuda_graphs() == expected

@@ -23,6 +23,8 @@ AUTO = "auto"
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps", "xpu")
 # torch.compile modes `compile` may name (on on every device; "auto"/true use "default")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# those of them whose compiled calls replay CUDA graphs on a CUDA device (torch.compile's docs)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def plain(value):
@@ -108,6 +110,7 @@ class GuidelabModule(pl.LightningModule):
         self._first_nonfinite_step: torch.Tensor | None = None  # device-side: -1, or the first bad step
         self._finite_checked_through = 0
         self._eval_rows = 0  # the largest batch a compiled net has met outside training
+        self._compile_mode: str | None = None  # the mode the net was compiled with, None while eager
 
     @property
     def meta(self) -> dict:
@@ -130,7 +133,29 @@ class GuidelabModule(pl.LightningModule):
             self._channels_last = True
         if mode is not None and not is_compiled(net):
             net.compile(mode=mode)  # in place: parameters and state_dict keys stay those of the plain net
+            self._compile_mode = mode
         return net
+
+    def replays_cuda_graphs(self) -> bool:
+        """Whether the net's compiled forward and backward replay CUDA graphs here (compile=reduce-overhead or
+        max-autotune on a CUDA device; on other devices those modes compile without graphs)."""
+        return self._compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        """Lightning's default (`.grad` set to None), except where CUDA graphs replay the backward and gradients
+        accumulate over batches (`trainer.accumulate_grad_batches > 1`). A replayed backward writes its gradients
+        into the graphs' own memory; a `.grad` that is such a buffer is overwritten by the next replay, and torch
+        raises ("... output of CUDAGraphs that has been overwritten by a subsequent run") when the next batch's
+        gradient is added to it. So there every parameter gets a `.grad` of its own, zeroed in place, which the
+        backward adds into: the same sums, one more add per parameter and batch."""
+        if not (self.replays_cuda_graphs() and self.trainer.accumulate_grad_batches > 1):
+            optimizer.zero_grad()
+            return
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.requires_grad and param.grad is None:
+                    param.grad = torch.zeros_like(param)  # zeros_like keeps channels_last
+        optimizer.zero_grad(set_to_none=False)
 
     def forward_one_shape(self, *inputs: torch.Tensor | None) -> torch.Tensor:
         """`self(*inputs)`, where a compiled net outside training meets one batch size. It would recompile (a
