@@ -103,6 +103,9 @@ def test_plain_loop_profiles_then_times_again(bench):
                                      warmup=1, steps=4, profile_steps=2)
     assert rate > 0 and details["images_per_s_after_profile"] > 0
     assert details["allocator_during_timed_steps"] is None and details["sync_points"] is None  # CUDA only
+    # on the CPU every op runs as it is issued: issuing a step takes about the step's wall time
+    assert details["wall_ms_per_step"] == pytest.approx(2 / rate * 1000, rel=0.01)
+    assert 0 < details["host_issue_ms_per_step"] < 20 * details["wall_ms_per_step"]
     assert details["kernels"]["wall_ms_per_step"] > 0 and details["kernels"]["gpu_ms_per_step"] == 0
     assert any("convolution" in op["name"] for op in details["kernels"]["top_host_ops"])
 
@@ -124,3 +127,19 @@ def test_a_failing_row_is_recorded_and_the_next_rows_still_run(bench, monkeypatc
     assert rows[1]["images_per_s"] == 123.0
     assert "failed" in capsys.readouterr().out
     assert json.loads(out.read_text())["complete"] is True
+
+
+def test_guidelab_train_row_times_steps_then_issue_times(bench, tmp_path):
+    """A guidelab-train row (tiny net, CPU): the timed window's rate, then the host's issue time per step, measured
+    on the steps after the window, which the row's max_steps makes room for."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "rows.json"  # run as a script: the row's Trainer finds its StepTimer callback in __main__
+    subprocess.run([sys.executable, bench.__file__, "--quick", "--only", "ours_train_eager", "--warmup", "2",
+                    "--steps", "4", "--json", str(out)], check=True, capture_output=True, timeout=600, cwd=tmp_path)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["images_per_s"] > 0 and row["wall_ms_per_step"] == pytest.approx(16 / row["images_per_s"] * 1000,
+                                                                               rel=0.01)
+    assert row["host_issue_ms_per_step"] > 0  # from bench.StepTimer.issue_steps(4) = 2 steps after the window
+    assert row["allocator_during_timed_steps"] is None

@@ -206,6 +206,23 @@ def timed(step, device: torch.device, steps: int) -> float:
     return time.perf_counter() - tic
 
 
+def issue_ms(step, device: torch.device, steps: int) -> float:
+    """ms the host takes to issue one step into an idle GPU's empty queue (synced before each step, not after).
+
+    How to read it against the wall time per step: close to it, the GPU waits for the host's launches (what CUDA
+    graphs and fewer launches act on), unless the step itself synchronizes (`sync_points`) or the launch queue
+    fills because the GPU is the slower side (then the GPU is busy all step, which a `--kernels` profile shows);
+    far below it, the GPU is the limit. On a CPU device every op runs as it is issued, so it is the step time."""
+    total = 0.0
+    for _ in range(steps):
+        sync(device)
+        tic = time.perf_counter()
+        step()
+        total += time.perf_counter() - tic
+    sync(device)
+    return total * 1000 / steps
+
+
 def sync_points(caught: list, steps: int) -> list[dict]:
     """Warnings of torch's CUDA sync debug mode, one per synchronizing call (.item(), nonzero, a blocking copy),
     counted per step by the Python line that made the call (backward's own calls surface at `backward()`)."""
@@ -255,7 +272,9 @@ def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_step
         step()
     before = allocator_counts(device)
     rate = steps * batch / timed(step, device, steps)
-    details = {"allocator_during_timed_steps": counts_since(before, device)}
+    details = {"allocator_during_timed_steps": counts_since(before, device),
+               "wall_ms_per_step": round(batch / rate * 1000, 2),
+               "host_issue_ms_per_step": round(issue_ms(step, device, max(steps // 4, 2)), 2)}
     if not profile_steps:
         return rate, details
     from torch.profiler import ProfilerActivity, profile as torch_profile
@@ -296,7 +315,18 @@ class StepTimer(pl.Callback):
     def __init__(self, warmup: int, steps: int, batch: int):
         self.warmup, self.steps, self.batch = warmup, steps, batch
         self.tic = self.images_per_s = self.allocator = self.allocator_before = None
+        self.issue_steps = StepTimer.issue_steps(steps)  # after the timed ones: see `issue_ms`
+        self.issue_s: list[float] = []
         StepTimer.last = self
+
+    @staticmethod
+    def issue_steps(steps: int) -> int:
+        return max(steps // 4, 2)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step >= self.warmup + self.steps:  # as `issue_ms`: each from an idle GPU, not synced after
+            sync(pl_module.device)
+            self.tic = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.warmup:
@@ -304,10 +334,17 @@ class StepTimer(pl.Callback):
             collect_garbage()
             self.allocator_before = allocator_counts(pl_module.device)
             self.tic = time.perf_counter()
-        elif trainer.global_step == self.warmup + self.steps:
+        elif trainer.global_step == self.warmup + self.steps and self.images_per_s is None:
             sync(pl_module.device)
             self.images_per_s = self.steps * self.batch / (time.perf_counter() - self.tic)
             self.allocator = counts_since(self.allocator_before, pl_module.device)
+        elif trainer.global_step > self.warmup + self.steps:
+            self.issue_s.append(time.perf_counter() - self.tic)
+
+    def details(self) -> dict:
+        return {"allocator_during_timed_steps": self.allocator,
+                "wall_ms_per_step": None if self.images_per_s is None else round(self.batch / self.images_per_s * 1000, 2),
+                "host_issue_ms_per_step": round(sum(self.issue_s) * 1000 / len(self.issue_s), 2) if self.issue_s else None}
 
 
 def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, compile_mode: str | None,
@@ -317,7 +354,8 @@ def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, 
     overrides = [
         "experiment=cifar10_ddpm", f"trainer={trainer}", "trainer.devices=1", "data=synthetic", "logger=csv", f"paths.output_dir={out}",
         f"data.batch_size={batch}", f"data.image_size={size}", f"data.num_samples={batch * (warmup + steps + 2) * 2}",
-        f"trainer.max_steps={warmup + steps}", "trainer.max_epochs=-1", "trainer.enable_model_summary=false",
+        f"trainer.max_steps={warmup + steps + StepTimer.issue_steps(steps)}", "trainer.max_epochs=-1",
+        "trainer.enable_model_summary=false",
         # no sanity validation: it would compile an eval graph (tens of seconds of device time) that no timed step uses
         "+trainer.num_sanity_val_steps=0",
         "+callbacks.timer._target_=__main__.StepTimer", f"+callbacks.timer.warmup={warmup}",
@@ -340,7 +378,7 @@ def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, 
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     else:
         train(cfg)
-    return StepTimer.last.images_per_s, {"allocator_during_timed_steps": StepTimer.last.allocator}
+    return StepTimer.last.images_per_s, StepTimer.last.details()
 
 
 # ---------------------------------------------------------------------------------- main
