@@ -143,3 +143,16 @@ def test_guidelab_train_row_times_steps_then_issue_times(bench, tmp_path):
                                                                                rel=0.01)
     assert row["host_issue_ms_per_step"] > 0  # from bench.StepTimer.issue_steps(4) = 2 steps after the window
     assert row["allocator_during_timed_steps"] is None
+
+
+def test_kernel_names_keep_the_op_of_aten_elementwise_kernels(bench):
+    """ATen's elementwise kernels all begin alike; the name kept must reach the functor that says which op ran."""
+    copy = ("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::"
+            "direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda()#7}::"
+            "operator()() const::{lambda(c10::BFloat16)#1}>(at::TensorIteratorBase&, at::native::"
+            "direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const)::{lambda(int)#1}>"
+            "(int, at::native::gpu_kernel_impl_nocast)")
+    name = bench.kernel_name(copy)
+    assert name.startswith("elementwise_kernel<128, 4, gpu_kernel_impl_nocast<direct_copy_kernel_cuda(")
+    assert len(name) == 110 and "at::" not in name
+    assert bench.kernel_name("triton_poi_fused_add_0") == "triton_poi_fused_add_0"
