@@ -141,7 +141,7 @@ def test_guidelab_train_row_times_steps_then_issue_times(bench, tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["images_per_s"] > 0 and row["wall_ms_per_step"] == pytest.approx(16 / row["images_per_s"] * 1000,
                                                                                rel=0.01)
-    assert row["host_issue_ms_per_step"] > 0  # from bench.StepTimer.issue_steps(4) = 2 steps after the window
+    assert row["host_issue_ms_per_step"] > 0  # from bench.issue_steps(4) = 2 steps after the window
     assert row["allocator_during_timed_steps"] is None
 
 

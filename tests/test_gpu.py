@@ -43,7 +43,8 @@ def test_trainer_gpu_with_cuda_graphs(tmp_path, accumulate):
     gradient accumulation, the second batch's gradient is added to the first's, which a replay would have
     overwritten in the graphs' memory without the module's own .grad buffers (GuidelabModule.optimizer_zero_grad)."""
     cfg = compose_config("train", [*gpu_overrides(tmp_path, 30), "experiment=digits_ddpm",
-                                   "task.module.compile=reduce-overhead", f"+trainer.accumulate_grad_batches={accumulate}"])
+                                   "task.module.compile=reduce-overhead",
+                                   f"+trainer.accumulate_grad_batches={accumulate}"])
     result = train(cfg)
     raw = torch.load(result["last_checkpoint"], weights_only=True)
     assert raw["global_step"] == 30 and "current_model_state" in raw

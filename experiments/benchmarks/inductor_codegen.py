@@ -402,9 +402,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--norm-output", choices=("float32", "input"), default="float32",
                         help="group_norm's result: float32 as CUDA autocast gives it, or the input's dtype (bf16)")
     parser.add_argument("--cudagraphs", action="store_true",
-                        help="lower as compile mode reduce-overhead does: per graph, whether inductor keeps CUDA graphs "
-                             "and what each replay copies in (the graphs' input layouts then read '?': inductor "
-                             "asserts no input strides in partitioned code)")
+                        help="lower as compile mode reduce-overhead does: per graph, whether inductor keeps CUDA "
+                             "graphs and what each replay copies in (the graphs' input layouts then read '?': "
+                             "inductor asserts no input strides in partitioned code)")
     parser.add_argument("--json", type=Path, help="write the counts here")
     parser.add_argument("--keep", type=Path, help="copy the generated code here (NET_forward.py, NET_backward.py)")
     args = parser.parse_args(argv)
@@ -469,9 +469,10 @@ def main(argv=None) -> dict:
         if "cuda_graphs" in row:
             plan = row["cuda_graphs"]
             kept = "kept" if plan["graphs_kept"] else "SKIPPED: " + "; ".join(plan["skip_reasons"])
-            print(f"{name} {graph}: CUDA graphs {kept} ({row['graph_partitions']} partition(s)); each replay copies {len(plan['copied_per_replay'])} of "
-                  f"{plan['tensor_inputs']} inputs ({plan['copied_mb_per_replay']} MB): "
-                  + ", ".join(plan["copied_per_replay"]), flush=True)
+            copied = plan["copied_per_replay"]
+            print(f"{name} {graph}: CUDA graphs {kept} ({row['graph_partitions']} partition(s)); each replay copies "
+                  f"{len(copied)} of {plan['tensor_inputs']} inputs ({plan['copied_mb_per_replay']} MB): "
+                  + ", ".join(copied), flush=True)
     return summarise(setup, {name: result}, args)
 
 

@@ -36,9 +36,9 @@ import argparse
 import collections
 import gc
 import json
-import re
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -218,6 +218,11 @@ def timed(step, device: torch.device, steps: int) -> float:
     return time.perf_counter() - tic
 
 
+def issue_steps(timed_steps: int) -> int:
+    """How many steps `issue_ms` (and the rate after a profile) take: a quarter of the timed ones, at least 2."""
+    return max(timed_steps // 4, 2)
+
+
 def issue_ms(step, device: torch.device, steps: int) -> float:
     """ms the host takes to issue one step into an idle GPU's empty queue (synced before each step, not after).
 
@@ -286,7 +291,7 @@ def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_step
     rate = steps * batch / timed(step, device, steps)
     details = {"allocator_during_timed_steps": counts_since(before, device),
                "wall_ms_per_step": round(batch / rate * 1000, 2),
-               "host_issue_ms_per_step": round(issue_ms(step, device, max(steps // 4, 2)), 2)}
+               "host_issue_ms_per_step": round(issue_ms(step, device, issue_steps(steps)), 2)}
     if not profile_steps:
         return rate, details
     from torch.profiler import ProfilerActivity, profile as torch_profile
@@ -299,7 +304,7 @@ def plain_loop(net, call, device, batch, image_size, warmup, steps, profile_step
     except Exception as err:  # noqa: BLE001
         print(f"kernel breakdown failed ({type(err).__name__}: {err}); the timing stands", flush=True)
     details["sync_points"] = find_syncs(step, device, profile_steps)
-    recheck = max(steps // 4, 2)
+    recheck = issue_steps(steps)
     details["images_per_s_after_profile"] = round(recheck * batch / timed(step, device, recheck), 1)
     return rate, details
 
@@ -327,13 +332,8 @@ class StepTimer(pl.Callback):
     def __init__(self, warmup: int, steps: int, batch: int):
         self.warmup, self.steps, self.batch = warmup, steps, batch
         self.tic = self.images_per_s = self.allocator = self.allocator_before = None
-        self.issue_steps = StepTimer.issue_steps(steps)  # after the timed ones: see `issue_ms`
-        self.issue_s: list[float] = []
+        self.issue_s: list[float] = []  # host issue times of the issue_steps(steps) steps after the timed ones
         StepTimer.last = self
-
-    @staticmethod
-    def issue_steps(steps: int) -> int:
-        return max(steps // 4, 2)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step >= self.warmup + self.steps:  # as `issue_ms`: each from an idle GPU, not synced after
@@ -354,9 +354,10 @@ class StepTimer(pl.Callback):
             self.issue_s.append(time.perf_counter() - self.tic)
 
     def details(self) -> dict:
-        return {"allocator_during_timed_steps": self.allocator,
-                "wall_ms_per_step": None if self.images_per_s is None else round(self.batch / self.images_per_s * 1000, 2),
-                "host_issue_ms_per_step": round(sum(self.issue_s) * 1000 / len(self.issue_s), 2) if self.issue_s else None}
+        wall = None if self.images_per_s is None else round(self.batch / self.images_per_s * 1000, 2)
+        issue = round(sum(self.issue_s) * 1000 / len(self.issue_s), 2) if self.issue_s else None
+        return {"allocator_during_timed_steps": self.allocator, "wall_ms_per_step": wall,
+                "host_issue_ms_per_step": issue}
 
 
 def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, compile_mode: str | None,
@@ -366,7 +367,7 @@ def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, 
     overrides = [
         "experiment=cifar10_ddpm", f"trainer={trainer}", "trainer.devices=1", "data=synthetic", "logger=csv", f"paths.output_dir={out}",
         f"data.batch_size={batch}", f"data.image_size={size}", f"data.num_samples={batch * (warmup + steps + 2) * 2}",
-        f"trainer.max_steps={warmup + steps + StepTimer.issue_steps(steps)}", "trainer.max_epochs=-1",
+        f"trainer.max_steps={warmup + steps + issue_steps(steps)}", "trainer.max_epochs=-1",
         "trainer.enable_model_summary=false",
         # no sanity validation: it would compile an eval graph (tens of seconds of device time) that no timed step uses
         "+trainer.num_sanity_val_steps=0",
