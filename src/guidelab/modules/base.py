@@ -110,7 +110,6 @@ class GuidelabModule(pl.LightningModule):
         self._first_nonfinite_step: torch.Tensor | None = None  # device-side: -1, or the first bad step
         self._finite_checked_through = 0
         self._eval_rows = 0  # the largest batch a compiled net has met outside training
-        self._compile_mode: str | None = None  # the mode the net was compiled with, None while eager
 
     @property
     def meta(self) -> dict:
@@ -133,13 +132,13 @@ class GuidelabModule(pl.LightningModule):
             self._channels_last = True
         if mode is not None and not is_compiled(net):
             net.compile(mode=mode)  # in place: parameters and state_dict keys stay those of the plain net
-            self._compile_mode = mode
         return net
 
     def replays_cuda_graphs(self) -> bool:
         """Whether the net's compiled forward and backward replay CUDA graphs here (compile=reduce-overhead or
-        max-autotune on a CUDA device; on other devices those modes compile without graphs)."""
-        return self._compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
+        max-autotune on a CUDA device; on other devices those modes compile without graphs). The mode is the one
+        `compile` resolves to on this device, as `_maybe_compile` and `setup` compiled the net with."""
+        return self.device.type == "cuda" and compile_mode(self.hparams.compile, self.device) in CUDA_GRAPH_MODES
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
         """Lightning's default (`.grad` set to None), except where CUDA graphs replay the backward and gradients
