@@ -132,3 +132,30 @@ def test_progress_bar_reads_metrics_only_every_n_steps(monkeypatch):
                          callbacks=[RichProgressBarEveryN(metrics_every_n_steps=3)])
     trainer.fit(tiny_module(), datamodule=DigitsDataModule(batch_size=16))
     assert sorted({step for step, training in reads if training}) == [3, 6]
+
+
+@pytest.mark.parametrize("max_epochs, max_steps", [(-1, 6), (3, -1)])
+def test_progress_bar_describes_the_runs_bound(max_epochs, max_steps):
+    """A run bounded by max_steps names its step out of max_steps (refreshed with the metrics), never Lightning
+    2.6's "Epoch 2/-2"; a run bounded by epochs keeps "Epoch 2/2"."""
+    from guidelab.callbacks import RichProgressBarEveryN
+
+    bar = RichProgressBarEveryN(metrics_every_n_steps=3)
+    seen = []
+
+    class ReadBar(pl.Callback):  # after the bar (callbacks run in order): what it shows at each batch end
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            task = next(t for t in bar.progress.tasks if t.id == bar.train_progress_bar_id)
+            seen.append((trainer.global_step, task.description.strip()))
+
+    pl.seed_everything(0)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=max_epochs, max_steps=max_steps, limit_train_batches=2,
+                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         callbacks=[bar, ReadBar()])
+    trainer.fit(tiny_module(), datamodule=DigitsDataModule(batch_size=16))
+    if max_steps > 0:
+        # epoch starts (steps 0, 2, 4) and metric refreshes (steps 3, 6) set the step; in between it stands
+        assert seen == [(1, "Epoch 0, step 0/6"), (2, "Epoch 0, step 0/6"), (3, "Epoch 1, step 3/6"),
+                        (4, "Epoch 1, step 3/6"), (5, "Epoch 2, step 4/6"), (6, "Epoch 2, step 6/6")]
+    else:
+        assert [d for _, d in seen] == ["Epoch 0/2"] * 2 + ["Epoch 1/2"] * 2 + ["Epoch 2/2"] * 2

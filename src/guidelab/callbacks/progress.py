@@ -1,4 +1,5 @@
-"""A Rich progress bar that reads the logged metrics every N training steps instead of every step."""
+"""A Rich progress bar that reads the logged metrics every N training steps instead of every step, and says how far
+a run bounded by `max_steps` has come."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from pytorch_lightning.callbacks import RichProgressBar
 
 class RichProgressBarEveryN(RichProgressBar):
     """Lightning's RichProgressBar, except that the metrics beside the bar are read every
-    `metrics_every_n_steps` training batches. Reading a logged device tensor as a Python number is a
+    `metrics_every_n_steps` optimizer steps. Reading a logged device tensor as a Python number is a
     host-device sync; done every step it stalls the GPU queue once per step.
 
     Lightning itself converts every metric logged with `prog_bar=True` at the end of every batch, so the
     modules log their per-step training metrics without it, and this bar shows the ones named in
     `step_metrics` (read from `trainer.callback_metrics`, which keeps them as tensors) when it refreshes.
-    The bar itself still advances every batch; validation and epoch ends refresh the metrics as before."""
+    The bar itself still advances every batch; validation and epoch ends refresh the metrics as before.
+
+    Its description names the global step out of `trainer.max_steps` where that bounds the run (our experiments
+    train for steps, with `max_epochs: -1`), refreshed with the metrics. Lightning 2.6 wrote "Epoch 5/-2" there
+    (Lightning-AI/pytorch-lightning#21925); an unbounded epoch count is now left without a total."""
 
     def __init__(self, metrics_every_n_steps: int = 20, step_metrics=("train/loss", "train/acc"), **kwargs):
         if isinstance(metrics_every_n_steps, bool) or not isinstance(metrics_every_n_steps, int) \
@@ -35,7 +40,8 @@ class RichProgressBarEveryN(RichProgressBar):
         return items
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._skip_metrics = (batch_idx + 1) % self.metrics_every_n_steps != 0
+        # by the global step, as Lightning's log_every_n_steps: an epoch shorter than N batches still refreshes
+        self._skip_metrics = trainer.global_step % self.metrics_every_n_steps != 0
         try:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         finally:
@@ -44,3 +50,17 @@ class RichProgressBarEveryN(RichProgressBar):
     def _update_metrics(self, trainer, pl_module) -> None:
         if not self._skip_metrics:
             super()._update_metrics(trainer, pl_module)
+            if self.progress is not None and self.train_progress_bar_id is not None and trainer.training:
+                self.progress.update(self.train_progress_bar_id,
+                                     description=self._get_train_description(trainer.current_epoch))
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """"Epoch 5/9", "Epoch 5, step 1500/2500" (max_steps bounds the run) or "Epoch 5"; host ints only."""
+        trainer = self.trainer
+        description = f"Epoch {current_epoch}"
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            description += f"/{trainer.max_epochs - 1}"
+        if trainer.max_steps >= 0:  # -1: no step bound
+            description += f", step {trainer.global_step}/{trainer.max_steps}"
+        # as wide as the validation bar's description, so the two do not flicker (as Lightning pads it)
+        return f"{description:{len(self.validation_description)}}"
