@@ -1,5 +1,6 @@
 """The sweep report: JSON and PNG files, the terminal table, W&B (offline) and CSV logging."""
 
+import io
 import csv
 import json
 import math
@@ -113,6 +114,21 @@ def test_print_table():
     text = console.export_text()
     assert "accuracy" in text and "samples/s" in text
     assert "30" in text and "0.38" in text and "–" in text  # fid at w=-1, accuracy at w=0.5, the NaN fid
+
+
+def test_print_table_keeps_every_cell_whole():
+    """A log file gets the whole table on one line per row (Rich would cut it to 80 columns: "classif…",
+    "0.086…"); a terminal narrower than the table folds cells instead of cutting them."""
+    rows = [{**row, "method": "classifier_guidance_long_name", "accuracy": 0.086666} for row in fake_result().rows]
+    log = io.StringIO()
+    print_table(rows, console=Console(file=log, width=80))  # not a terminal
+    lines = log.getvalue().splitlines()
+    assert "…" not in log.getvalue() and max(len(line) for line in lines) > 80
+    assert sum("classifier_guidance_long_name" in line and "0.08667" in line for line in lines) == len(SCALES)
+    terminal = Console(file=io.StringIO(), width=60, force_terminal=True, color_system=None)
+    print_table(rows, console=terminal)
+    text = terminal.file.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 60
 
 
 def test_log_to_wandb_offline(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from torchvision.utils import save_image
 
@@ -100,11 +101,19 @@ def print_table(rows: list[dict], console: Console | None = None) -> None:
     """Print one line per (method, guidance scale) with its metrics and cost."""
     table = Table(title="guided sampling across scales")
     for header in TABLE_HEADERS:
-        table.add_column(header, justify="left" if header == "method" else "right")
+        # a cell that does not fit wraps onto a second line; Rich's default cuts it ("0.086…")
+        table.add_column(header, justify="left" if header == "method" else "right", overflow="fold")
     for group in by_method(rows).values():
         for row in group:
             table.add_row(*(_format(cell) for cell in _cells(row)))
-    (console or Console()).print(table)
+    console = console or Console()
+    if not console.is_terminal:
+        # a file or a pipe (a SLURM job's log, `| tee`) has no width of its own and Rich assumes 80 columns:
+        # there the table keeps its natural width (uncropped), so a log holds every row whole on one line
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        if natural > console.width:
+            table.width = natural
+    console.print(table, crop=False)
 
 
 def _figure_image(fig):
