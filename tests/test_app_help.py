@@ -47,3 +47,17 @@ def test_help_lists_a_user_config_dir_options(tmp_path, monkeypatch, capsys):
     text = app_help("train", monkeypatch, capsys, "--config-dir", str(tmp_path / "my_configs"))
     net_line = next(line for line in text.splitlines() if line.startswith("net: "))
     assert "my_unet" in net_line and "unet_digits" in net_line
+
+
+def test_config_tree_keeps_long_values_whole(capsys, tmp_path):
+    """The config tree printed at start holds every value whole, however narrow the console (80 columns in a
+    log file or a SLURM job's output); a long checkpoint path wraps instead of being cut."""
+    from guidelab.apps.config import print_config_tree
+
+    long_path = "/" + "/".join(f"directory_{i:02d}" for i in range(25)) + "/checkpoints/last.ckpt"  # 347 chars
+    cfg = compose_config("sweep", [f"ddpm_checkpoint={long_path}", "eval_classifier_checkpoint=e.ckpt",
+                                    "classifier_checkpoint=c.ckpt", f"paths.output_dir={tmp_path}", "logger=none"])
+    print_config_tree(cfg, save_to=tmp_path / "config_resolved.yaml")
+    lines = capsys.readouterr().out.splitlines()
+    assert long_path in "".join(line.strip(" │├└─") for line in lines)
+    assert long_path in (tmp_path / "config_resolved.yaml").read_text()

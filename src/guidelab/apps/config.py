@@ -26,7 +26,9 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> Non
     for key, value in cfg.items():
         branch = tree.add(str(key), style="bold")
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
-        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
+        # long values (checkpoint paths) wrap onto the next line: Rich's default cuts them at the console's
+        # width, 80 columns in a log file or a SLURM job's output
+        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
     rich.print(tree)
     if save_to is not None:
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
