@@ -215,3 +215,29 @@ def test_log_several_methods_to_wandb(tmp_path):
     assert "guidance/best_accuracy" not in summary  # with several methods, only per-method bests
     images = list((next((tmp_path / "wandb").glob("offline-run-*")) / "files" / "media").rglob("*.png"))
     assert sum("cgpp" in str(path) for path in images) >= len(SCALES)  # a grid per scale of each method
+
+
+def test_aggregate_averages_cost_and_the_table_shows_the_spread():
+    """guidelab-aggregate's rows: metrics as mean and sample std, the cost columns as means (they printed "–"),
+    and the table reads "mean ± std" for rows over several runs."""
+    from guidelab.apps.aggregate import aggregate
+
+    def doc(fid, seconds):
+        return {"rows": [{"method": "classifier", "scale": 2.0, "fid": fid, "accuracy": 0.9, "precision": 0.5,
+                          "recall": float("nan"), "nfe_per_sample": 60.0, "s_per_sample": seconds,
+                          "samples_per_s": 1 / seconds}]}
+
+    (row,) = aggregate([doc(1.0, 0.004), doc(3.0, 0.006)])
+    assert row["fid"] == 2.0 and row["fid_std"] == pytest.approx(math.sqrt(2))
+    assert row["recall"] is None and row["num_runs"] == 2
+    assert row["nfe_per_sample"] == 60.0 and row["s_per_sample"] == pytest.approx(0.005)
+    assert row["samples_per_s"] == pytest.approx((250 + 1 / 0.006) / 2)
+    console = Console(record=True, width=200)
+    print_table([row], console=console, title="over 2 runs")
+    line = next(line for line in console.export_text().splitlines() if "classifier" in line)
+    cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+    assert cells == ["classifier", "2", "2 ± 1.4", "0.9 ± 0", "0.5 ± 0", "–", "60", "5", "208.3"]
+    (single,) = aggregate([doc(1.0, 0.004)])
+    console = Console(record=True, width=200)
+    print_table([single], console=console)
+    assert "±" not in console.export_text()

@@ -43,24 +43,32 @@ def collect(root: Path) -> list[tuple[Path, dict]]:
     return [(f, read_report(f)) for f in files]
 
 
+# what a sampling row costs; averaged over jobs like the metrics, without a spread
+COSTS = ("nfe_per_sample", "s_per_sample", "samples_per_s")
+
+
 def aggregate(documents: list[dict]) -> list[dict]:
     """One row per (method, scale): <metric> (mean over jobs), <metric>_std (sample std, 0 for one job),
-    num_runs. Rows written before sweeps named their method carry none and group together."""
+    the mean cost (COSTS) and num_runs. Rows written before sweeps named their method carry none and group
+    together."""
     groups = defaultdict(lambda: defaultdict(list))
     for doc in documents:
         for row in doc["rows"]:
-            for metric in METRICS:
-                value = row.get(metric)
-                if value is not None and math.isfinite(value):
-                    groups[(row.get("method", ""), float(row["scale"]))][metric].append(float(value))
+            for key in (*METRICS, *COSTS):
+                value = row.get(key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    groups[(row.get("method", ""), float(row["scale"]))][key].append(float(value))
     rows = []
     for method, scale in sorted(groups):
         row = {"method": method, "scale": scale} if method else {"scale": scale}
+        values = groups[(method, scale)]
         for metric in METRICS:
-            values = groups[(method, scale)][metric]
-            row[metric] = statistics.fmean(values) if values else None
-            row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        row["num_runs"] = max(len(v) for v in groups[(method, scale)].values())
+            row[metric] = statistics.fmean(values[metric]) if values[metric] else None
+            row[f"{metric}_std"] = statistics.stdev(values[metric]) if len(values[metric]) > 1 else 0.0
+        for cost in COSTS:
+            if values[cost]:
+                row[cost] = statistics.fmean(values[cost])
+        row["num_runs"] = max(len(values[metric]) for metric in METRICS)
         rows.append(row)
     return rows
 
@@ -76,8 +84,8 @@ def log_aggregate_to_wandb(rows: list[dict], png: Path, group: str, save_dir: Pa
                          dir=str(save_dir), mode="online" if online else "offline",
                          settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT") or
                                                                      AGGREGATE_INIT_TIMEOUT_S)))
-        columns = list(rows[0])
-        table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
+        columns = list(dict.fromkeys(key for row in rows for key in row))  # a cost column may miss in some rows
+        table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
         run.log({"aggregate/table": table, "aggregate/curves": wandb.Image(str(png))})
         run.finish()
     except Exception as err:  # a dashboard problem must not lose the files already written
@@ -96,7 +104,7 @@ def run_aggregate(argv: list[str] | None = None) -> list[dict]:
     (args.root / "aggregate.json").write_text(json.dumps(out, indent=2))
     png = args.root / "aggregate.png"
     plot_quality_diversity(rows, png, title=f"mean and spread over {len(found)} runs")
-    print_table(rows)
+    print_table(rows, title=f"guided sampling across scales: mean ± std over {len(found)} runs")
     print(f"{len(found)} runs -> {args.root / 'aggregate.json'}, {png}")
     if not args.no_wandb:
         log_aggregate_to_wandb(rows, png, group=args.root.name, save_dir=args.root)

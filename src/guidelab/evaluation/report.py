@@ -97,15 +97,26 @@ def _cells(row: dict) -> list:
     return cells
 
 
-def print_table(rows: list[dict], console: Console | None = None) -> None:
-    """Print one line per (method, guidance scale) with its metrics and cost."""
-    table = Table(title="guided sampling across scales")
+def _with_spread(row: dict, cells: list[str]) -> list[str]:
+    """Metric cells as "mean ± std" where the row aggregates several runs (guidelab-aggregate's rows)."""
+    if row.get("num_runs", 1) < 2:
+        return cells
+    for metric in METRICS:
+        column, spread = TABLE_COLUMNS.index(metric), _finite_or_none(row.get(f"{metric}_std"))
+        if spread is not None and cells[column] != "–":
+            cells[column] = f"{cells[column]} ± {spread:.2g}"
+    return cells
+
+
+def print_table(rows: list[dict], console: Console | None = None, title: str = "guided sampling across scales") -> None:
+    """Print one line per (method, guidance scale) with its metrics (mean ± std for aggregated rows) and cost."""
+    table = Table(title=title)
     for header in TABLE_HEADERS:
         # a cell that does not fit wraps onto a second line; Rich's default cuts it ("0.086…")
         table.add_column(header, justify="left" if header == "method" else "right", overflow="fold")
     for group in by_method(rows).values():
         for row in group:
-            table.add_row(*(_format(cell) for cell in _cells(row)))
+            table.add_row(*_with_spread(row, [_format(cell) for cell in _cells(row)]))
     console = console or Console()
     if not console.is_terminal:
         # a file or a pipe (a SLURM job's log, `| tee`) has no width of its own and Rich assumes 80 columns:
