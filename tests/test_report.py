@@ -1,7 +1,7 @@
 """The sweep report: JSON and PNG files, the terminal table, W&B (offline) and CSV logging."""
 
-import io
 import csv
+import io
 import json
 import math
 
@@ -241,3 +241,20 @@ def test_aggregate_averages_cost_and_the_table_shows_the_spread():
     console = Console(record=True, width=200)
     print_table([single], console=console)
     assert "±" not in console.export_text()
+
+
+def test_trajectory_plot_spans_the_whole_trajectory_and_names_unguided_scales():
+    """A guidance interval leaves the noisiest steps unguided: the x-axis still spans every step, noisiest on
+    the left, and a scale whose classifier never ran says so in the legend instead of an empty entry."""
+    from guidelab.evaluation.plots import plot_trajectory, plt
+
+    t = [900, 700, 500, 300, 100]
+    nan = float("nan")
+    trajectory = {"t": t, "scales": [0.0, 2.0],
+                  "grad_norm": [[None] * 5, [nan, nan, 0.5, 0.4, 0.3]],
+                  "p_target": [[None] * 5, [nan, nan, 0.3, 0.6, 0.9]]}
+    fig = plot_trajectory(trajectory)
+    for ax in fig.axes:
+        assert ax.get_xlim() == (900, 100)
+        assert [text.get_text() for text in ax.get_legend().get_texts()] == ["w=0 (classifier not run)", "w=2"]
+    plt.close(fig)

@@ -128,8 +128,9 @@ def plot_trajectory(trajectory: dict, path=None) -> plt.Figure:
     fig, (ax_grad, ax_prob) = plt.subplots(1, 2, figsize=(13, 4.5))
     norms_seen = []
     for scale, grad_norms, p_target in zip(trajectory["scales"], trajectory["grad_norm"], trajectory["p_target"]):
-        label = f"w={float(scale):g}"
         xs, ys, _ = _finite_pairs(t, grad_norms)
+        # a scale whose classifier never ran (w=0, or every step outside a guidance interval) draws no line
+        label = f"w={float(scale):g}" + ("" if xs or _finite_pairs(t, p_target)[0] else " (classifier not run)")
         norms_seen += ys
         ax_grad.plot(xs, ys, label=label)
         xs, ys, _ = _finite_pairs(t, p_target)
@@ -139,9 +140,10 @@ def plot_trajectory(trajectory: dict, path=None) -> plt.Figure:
     ax_grad.set(title="mean guidance-gradient norm", ylabel="mean guidance-gradient norm")
     ax_prob.set(title="guide's p(target | x_t)", ylabel="p(target | x_t) (mean)", ylim=(-0.02, 1.02))
     for ax in (ax_grad, ax_prob):
-        # sampling goes from t = T-1 down to 0; draw it left to right
-        if len(t) > 1 and t[0] > t[-1]:
-            ax.invert_xaxis()
+        # the whole trajectory, in sampling order (t = T-1 down to 0, left to right), so that steps where no
+        # row was guided (outside a guidance interval) show as the gap they are
+        if len(t) > 1:
+            ax.set_xlim(t[0], t[-1])
         ax.set_xlabel("timestep t (sampling runs left to right, noisiest first)")
         ax.grid(True, alpha=0.3)
         if ax.lines:
