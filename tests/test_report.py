@@ -258,3 +258,18 @@ def test_trajectory_plot_spans_the_whole_trajectory_and_names_unguided_scales():
         assert ax.get_xlim() == (900, 100)
         assert [text.get_text() for text in ax.get_legend().get_texts()] == ["w=0 (classifier not run)", "w=2"]
     plt.close(fig)
+
+
+def test_sample_grids_put_one_class_per_column(tmp_path):
+    """The sweep's targets cycle through the classes, so with the class count recorded (4 here) every grid row
+    holds classes 0..3 in order: 8 images of 32 px on a 4-wide grid, 2 px padding, are 4 * 34 + 2 = 138 px wide
+    and 2 rows high (the square default would be 3 wide)."""
+    result = fake_result()
+    result.settings["num_classes"] = 4
+    paths = write_report(result, tmp_path)
+    with Image.open(paths["samples_classifier_w1.0.png"]) as image:
+        assert image.size == (138, 70)
+    result.settings["num_classes"] = 1000  # too many for a row: the square default
+    paths = write_report(result, tmp_path / "many")
+    with Image.open(paths["samples_classifier_w1.0.png"]) as image:
+        assert image.size == (104, 104)

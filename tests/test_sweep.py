@@ -54,6 +54,7 @@ def test_sweep_writes_report_and_wandb_media(checkpoints, tmp_path):
             assert key in row
         assert row["fid"] is not None and row["fid"] >= 0
     assert doc["settings"]["sampler"] == "ddim" and doc["settings"]["steps"] == 5
+    assert doc["settings"]["num_classes"] == 10  # the digits; the sample grids put one class per column
     assert doc["timings"]["sampling_s"] > 0
     assert {row["method"] for row in doc["rows"]} == {"classifier"}
     assert all(row["nfe_per_sample"] == 3 * 5 for row in doc["rows"])  # eps + classifier forward + backward, 5 steps

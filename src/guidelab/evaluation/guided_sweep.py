@@ -317,7 +317,7 @@ def run_guided_sweep(
     total = total_samples * len(methods)
     timings = {"sampling_s": sampling_s, "metrics_s": metrics_s, "total_s": sampling_s + metrics_s,
                "samples_per_s": total / sampling_s if sampling_s > 0 else float("nan"), "world_size": world}
-    info = {**asdict(settings), "steps": settings.steps or schedule.num_steps, "T": schedule.T,
-            "schedule": schedule.kind, "features": getattr(metrics, "features_kind", None),
+    info = {**asdict(settings), "num_classes": num_classes, "steps": settings.steps or schedule.num_steps,
+            "T": schedule.T, "schedule": schedule.kind, "features": getattr(metrics, "features_kind", None),
             "methods": per_method}
     return SweepResult(rows=rows, settings=info, timings=timings, grids=grids, trajectory=trajectory)

@@ -163,12 +163,13 @@ def image_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
     return make_grid(images, nrow=nrow, padding=2, pad_value=1.0).clamp(0, 1)
 
 
-def plot_grids(grids: dict[float, torch.Tensor], path=None) -> plt.Figure:
-    """One row per guidance scale (up to 16 images across, then wrapping), titled with its scale."""
+def plot_grids(grids: dict[float, torch.Tensor], path=None, per_row: int | None = None) -> plt.Figure:
+    """One panel per guidance scale, titled with its scale: `per_row` images across (default up to 16), then
+    wrapping."""
     if not grids:
         raise ValueError("plot_grids needs at least one scale's images")
     scales = sorted(grids)
-    tiles = [image_grid(grids[scale], nrow=min(len(grids[scale]), 16)) for scale in scales]
+    tiles = [image_grid(grids[scale], nrow=min(len(grids[scale]), per_row or 16)) for scale in scales]
     height = max(tile.shape[-2] for tile in tiles)
     width = max(tile.shape[-1] for tile in tiles)
     panel_w = 12.0

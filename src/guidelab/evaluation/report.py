@@ -56,6 +56,13 @@ def method_tag(method: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in method) or "guidance"
 
 
+def grid_row_length(result: SweepResult) -> int | None:
+    """Images per grid row: the class count where it is small, since the sweep's targets cycle through the
+    classes (0, 1, ..., 0, 1, ...), so every row holds one sample per class, each class in its own column."""
+    num_classes = result.settings.get("num_classes")
+    return num_classes if isinstance(num_classes, int) and 1 < num_classes <= 16 else None
+
+
 def write_report(result: SweepResult, out_dir) -> dict[str, Path]:
     """Write quality_diversity.json, the curves of every method (quality_diversity.png) and, per method,
     its trajectory and sample grids into out_dir; return their paths keyed by file name."""
@@ -76,9 +83,10 @@ def write_report(result: SweepResult, out_dir) -> dict[str, Path]:
     for method, by_scale in result.grids.items():
         grids = {scale: images for scale, images in by_scale.items() if images.numel()}
         if grids:
-            plot_grids(grids, target(f"samples_{method_tag(method)}.png"))
+            plot_grids(grids, target(f"samples_{method_tag(method)}.png"), per_row=grid_row_length(result))
             for scale, images in sorted(grids.items()):
-                save_image(image_grid(images), target(f"samples_{method_tag(method)}_w{scale_tag(scale)}.png"))
+                save_image(image_grid(images, nrow=grid_row_length(result)),
+                           target(f"samples_{method_tag(method)}_w{scale_tag(scale)}.png"))
     return paths
 
 
@@ -139,10 +147,10 @@ def _figure_image(fig):
     return wandb.Image(Image.open(buffer).convert("RGB"))
 
 
-def _grid_image(images: torch.Tensor, caption: str):
+def _grid_image(images: torch.Tensor, caption: str, per_row: int | None = None):
     import wandb
 
-    pixels = (image_grid(images) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    pixels = (image_grid(images, nrow=per_row) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return wandb.Image(pixels, caption=caption)
 
 
@@ -193,7 +201,7 @@ def _wandb_payload(result: SweepResult, prefix: str) -> dict:
         for scale, images in sorted(by_scale.items()):
             if images.numel():
                 payload[f"{prefix}/samples/{name}/w={scale_tag(scale)}"] = _grid_image(
-                    images, f"{name}, w = {float(scale):g}")
+                    images, f"{name}, w = {float(scale):g}", grid_row_length(result))
 
     for name, trajectory in result.trajectory.items():
         if not (trajectory.get("t") and any(any(v) for v in trajectory["grad_norm"])):
