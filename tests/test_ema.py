@@ -159,3 +159,34 @@ def test_progress_bar_describes_the_runs_bound(max_epochs, max_steps):
                         (4, "Epoch 1, step 3/6"), (5, "Epoch 2, step 4/6"), (6, "Epoch 2, step 6/6")]
     else:
         assert [d for _, d in seen] == ["Epoch 0/2"] * 2 + ["Epoch 1/2"] * 2 + ["Epoch 2/2"] * 2
+
+
+@pytest.mark.parametrize("every_s, lines", [(0.0, 4), (3600.0, 0)])
+def test_progress_bar_prints_plain_lines_into_a_log_file(every_s, lines):
+    """Written to a file, Rich draws the bar only when it stops; the bar adds a plain line at a metrics
+    refresh, at most every `log_lines_every_s` seconds, so a SLURM log shows how far a run has come."""
+    import io
+
+    import rich
+
+    from guidelab.callbacks import RichProgressBarEveryN
+
+    log = io.StringIO()
+    bar = RichProgressBarEveryN(metrics_every_n_steps=3, log_lines_every_s=every_s,
+                                console_kwargs={"file": log, "force_terminal": False, "width": 100})
+    pl.seed_everything(0)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=-1, max_steps=6, limit_train_batches=2, limit_val_batches=0,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False, callbacks=[bar])
+    try:
+        trainer.fit(tiny_module(), datamodule=DigitsDataModule(batch_size=16))
+    finally:
+        rich.reconfigure()  # the bar configured Rich's global console with our file
+    plain = [line for line in log.getvalue().splitlines() if "steps/s" in line]
+    assert len(plain) == lines
+    if lines:
+        # at the refreshes: every 3 steps and at the epoch ends (2, 4; the one at 6 adds no step, so no line)
+        assert [line.split(" | ")[0] for line in plain] == ["Epoch 0, step 2/6", "Epoch 1, step 3/6",
+                                                           "Epoch 1, step 4/6", "Epoch 2, step 6/6"]
+        assert all("train/loss: " in line and "v_num" not in line for line in plain)
+    with pytest.raises(ValueError, match="log_lines_every_s"):
+        RichProgressBarEveryN(log_lines_every_s=-1)
