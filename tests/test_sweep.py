@@ -193,3 +193,25 @@ def test_methods_refuse_mismatched_or_missing_nets(checkpoints, tmp_path, extra,
     with pytest.raises((CheckpointError, ValueError), match=match):
         run_sweep(sweep_config(tmp_path, checkpoints, extra=extra))
     assert not (tmp_path / "quality_diversity.json").exists()
+
+
+@pytest.mark.parametrize("every_s, terminal, expected", [(0.0, False, ["1/3", "2/3", "3/3"]), (3600.0, False, ["3/3"]),
+                                                          (0.0, True, [])])
+def test_sweep_progress_prints_plain_lines_into_a_log_file(every_s, terminal, expected):
+    """A transient Rich bar written to a file shows nothing: the sweep prints a plain line per chunk there, at
+    most every `every_s` seconds and once at the end; a terminal gets the bar alone."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from guidelab.evaluation.guided_sweep import log_line
+
+    out = io.StringIO()
+    with Progress(console=Console(file=out, width=100, force_terminal=terminal), transient=True) as bar:
+        task = bar.add_task("guided sampling: classifier", total=3)
+        for _ in range(3):
+            bar.advance(task)
+            log_line(bar, task, every_s=every_s)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("guided sampling: classifier: batch")]
+    assert [line.split("batch ")[1].split(",")[0] for line in lines] == expected

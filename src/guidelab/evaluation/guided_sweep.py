@@ -227,11 +227,31 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
                        device=device, callback=probe, noise=chunk_noise, **options)
             images.append(x.clamp(-1, 1))
             bar.advance(task)
+            log_line(bar, task)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     images = torch.cat(images)[~padding.to(device)] if images else torch.empty(0, *image_shape, device=device)
     return images[torch.argsort(order[~padding]).to(device)], probe, seconds  # back in the plan's order
+
+
+LOG_LINES_EVERY_S = 60.0
+
+
+def log_line(bar: Progress, task, every_s: float = LOG_LINES_EVERY_S) -> None:
+    """Written to a file (a SLURM job's log), a transient Rich bar shows nothing, so a long sweep would log
+    nothing: there a plain line on the task's progress, at most every `every_s` seconds (host clock only)."""
+    console = bar.console
+    if bar.disable or console.is_terminal or console.is_jupyter:
+        return
+    state = bar.tasks[task]
+    now = time.monotonic()
+    if now - state.fields.get("last_line", state.start_time or now) < every_s and not state.finished:
+        return
+    bar.update(task, last_line=now)
+    rate = f", {state.speed:.3g} batches/s" if state.speed else ""
+    console.print(f"{state.description}: batch {state.completed:g}/{state.total:g}{rate}", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def _chunk_rows(scale_index: torch.Tensor, num_scales: int, batch_size: int, pad: bool):
