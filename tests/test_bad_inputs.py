@@ -166,6 +166,23 @@ def test_invalid_training_values(tmp_path, override, match):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_gpu_trainer_without_a_gpu_is_refused_before_work(tmp_path, monkeypatch, trainer):
+    """trainer=gpu where torch sees no GPU: one message naming the key and the fix, before any data or dir."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_config("train", [*tiny_train_overrides(tmp_path / "run", "ddpm"), f"trainer={trainer}"])
+    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu asks for a CUDA GPU, .* trainer=cpu"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_sweep_on_cuda_without_a_gpu_is_refused_before_work(ckpts, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"device=cuda:0 asks for a CUDA GPU, .* device=cpu"):
+        run_sweep(sweep_cfg(tmp_path, ckpts, extra=["device=cuda:0"]))
+    assert_no_output(tmp_path)
+
+
 def test_unknown_group_option():
     with pytest.raises((MissingConfigException, ConfigCompositionException), match="imagenet21k"):
         compose_config("train", ["data=imagenet21k"])

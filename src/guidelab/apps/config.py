@@ -39,6 +39,19 @@ class ConfigError(ValueError):
     """A config value that the part it configures refused."""
 
 
+def check_cuda_visible(key: str, value, fix: str) -> None:
+    """Refuse, before any work, a config that asks for a CUDA GPU where torch sees none (Lightning would say
+    "No supported gpu backend found!" only once the data is built, torch "Torch not compiled with CUDA
+    enabled" at the first transfer)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    why = ("this torch build has no CUDA" if torch.version.cuda is None else
+           f"torch {torch.__version__} sees no CUDA device (check nvidia-smi and CUDA_VISIBLE_DEVICES)")
+    raise ConfigError(f"{key}={value} asks for a CUDA GPU, but {why}; {fix}")
+
+
 def instantiate(node, **kwargs):
     """hydra.utils.instantiate, but a ValueError raised by the target comes out as a ConfigError naming
     the config key and the problem, instead of hydra's wrapped traceback."""

@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_PATH, ConfigError, ensure_writable, instantiate, print_config_tree, read_data_shape
+from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, ensure_writable, instantiate,
+                                  print_config_tree, read_data_shape)
 from guidelab.apps.errors import app_failures, mark_work_started
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.evaluation.guidance_methods import Nets, build_methods
@@ -56,6 +57,9 @@ def guidance_settings(cfg: DictConfig) -> SweepSettings:
 
 def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
+    if str(cfg.device).startswith("cuda"):
+        check_cuda_visible("device", cfg.device, "sample on the CPU with device=cpu, or leave device=auto (the GPU "
+                           "where there is one)")
     datamodule = instantiate(cfg.data)
     settings = guidance_settings(cfg)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else

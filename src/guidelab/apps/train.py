@@ -13,7 +13,8 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import CONFIG_PATH, ensure_writable, instantiate, print_config_tree, read_data_shape
+from guidelab.apps.config import (CONFIG_PATH, check_cuda_visible, ensure_writable, instantiate, print_config_tree,
+                                  read_data_shape)
 from guidelab.apps.errors import MarkWorkStarted, app_failures
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.resume import resume_or_init
@@ -46,6 +47,9 @@ def save_last_at_end(trainer: pl.Trainer, output_dir: Path) -> None:
 
 def train(cfg: DictConfig) -> dict:
     """Build everything from the config (failing before any training on bad values), then fit."""
+    if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda"):
+        check_cuda_visible("trainer.accelerator", cfg.trainer.accelerator, "train on the CPU with trainer=cpu "
+                           "(trainer=ddp_cpu for several processes), or run where a GPU is visible")
     output_dir = ensure_writable(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
