@@ -55,7 +55,7 @@ def test_trainer_gpu_with_cuda_graphs(tmp_path, accumulate):
 
 
 def test_cifar10_preset_on_synthetic_data(tmp_path):
-    """The cifar10_ddpm recipe (35.7M UNet) on one GPU with random data: a few compiled bf16 steps."""
+    """The cifar10_ddpm recipe (35.5M UNet) on one GPU with random data: a few compiled bf16 steps."""
     cfg = compose_config("train", [*gpu_overrides(tmp_path, 8), "experiment=cifar10_ddpm", "trainer=gpu",
                                    "data=synthetic", "data.batch_size=64", "data.num_samples=1024"])
     result = train(cfg)

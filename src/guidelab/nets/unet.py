@@ -95,7 +95,7 @@ class Encoder(nn.Module):
         self.channel_mult = channel_mult
         self.attention_resolutions = attention_resolutions
         # 2x base (ADM uses 4x): scale-shift doubles each ResBlock's projection, and 2x keeps the
-        # CIFAR-10 preset at the DDPM size (35.7M) instead of 38.3M.
+        # CIFAR-10 preset near the DDPM size (35.5M; the paper states 35.7M) instead of 38.3M.
         self.emb_dim = 2 * base_channels
         self.time_embed = TimestepMLP(base_channels, self.emb_dim)
 
