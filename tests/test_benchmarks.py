@@ -156,3 +156,22 @@ def test_kernel_names_keep_the_op_of_aten_elementwise_kernels(bench):
     assert name.startswith("elementwise_kernel<128, 4, gpu_kernel_impl_nocast<direct_copy_kernel_cuda(")
     assert len(name) == 110 and "at::" not in name
     assert bench.kernel_name("triton_poi_fused_add_0") == "triton_poi_fused_add_0"
+
+
+def test_report_table_shows_wall_and_issue_time_per_step(bench, capsys):
+    """The closing table puts each row's host issue time beside its wall time: their ratio says whether the GPU
+    waited for the host (near 1) or was the limit (far below)."""
+    rows = [{"figure": "diffusers_compiled", "images_per_s": 3000.0, "wall_ms_per_step": 42.67,
+             "host_issue_ms_per_step": 12.8},
+            {"figure": "ours_train_fast_graphs", "images_per_s": 4000.0, "wall_ms_per_step": 32.0,
+             "host_issue_ms_per_step": 3.2},
+            {"figure": "ours_train_fast", "images_per_s": None, "error": "RuntimeError: boom"}]
+    written = []
+    bench.report(rows, {"device": "cpu", "torch": "x"}, 128, lambda complete: written.append(complete))
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("figure "))
+    table = {line.split()[0]: line.split()[1:] for line in lines[header + 1:] if line and " / " not in line}
+    assert table["diffusers_compiled"] == ["3,000.0", "42.67", "12.80", "0.30"]
+    assert table["ours_train_fast_graphs"] == ["4,000.0", "32.00", "3.20", "0.10"]
+    assert table["ours_train_fast"][:2] == ["failed", "RuntimeError:"]
+    assert "ours_train_fast_graphs / diffusers_compiled = 1.33 (target >= 1.2)" in lines and written == [True]

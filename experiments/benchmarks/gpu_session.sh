@@ -54,7 +54,8 @@ run_part() {  # one part of PARTS, by name
     train)
       part train 470 train_throughput.py --json "$out/train.json" \
         --only diffusers_eager ours_train_fast_graphs diffusers_compiled ours_train_fast
-      grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20 ;;
+      grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20
+      grep -A 5 '^figure ' "$out/train.log" ;;  # images/s, wall and issue ms per step, one row per line
     host)
       part host 270 train_throughput.py --kernels 3 --json "$out/host.json" --only ours_plain_compiled diffusers_compiled
       grep '^{"figure' "$out/host.log"  # whole: the allocator's counts, sync points, the rate after the profile
