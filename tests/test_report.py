@@ -273,3 +273,17 @@ def test_sample_grids_put_one_class_per_column(tmp_path):
     paths = write_report(result, tmp_path / "many")
     with Image.open(paths["samples_classifier_w1.0.png"]) as image:
         assert image.size == (104, 104)
+
+
+def test_print_table_goes_through_richs_global_console():
+    """Without a console of its own the table is printed on Rich's global console, where Lightning's progress bar
+    lives during training (the guided-sampling callback prints it mid-fit), so it lands above the bar."""
+    import rich
+
+    log = io.StringIO()
+    rich.reconfigure(file=log, width=200)
+    try:
+        print_table(fake_result().rows)
+    finally:
+        rich.reconfigure()
+    assert "guided sampling across scales" in log.getvalue() and "classifier" in log.getvalue()

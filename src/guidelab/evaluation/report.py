@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import rich
 import torch
 from rich.console import Console
 from rich.measure import Measurement
@@ -125,7 +126,9 @@ def print_table(rows: list[dict], console: Console | None = None, title: str = "
     for group in by_method(rows).values():
         for row in group:
             table.add_row(*_with_spread(row, [_format(cell) for cell in _cells(row)]))
-    console = console or Console()
+    # Rich's global console by default: the one a live progress bar (Lightning's, during training) draws on, so
+    # the table goes above the bar instead of through it
+    console = console or rich.get_console()
     if not console.is_terminal:
         # a file or a pipe (a SLURM job's log, `| tee`) has no width of its own and Rich assumes 80 columns:
         # there the table keeps its natural width (uncropped), so a log holds every row whole on one line
