@@ -81,7 +81,7 @@ class RichProgressBarEveryN(RichProgressBar):
             return
         self._last_line = (now, step)
         shown = {name: value for name, value in self.get_metrics(trainer, pl_module).items() if name != "v_num"}
-        parts = [description, f"{(step - from_step) / (now - since):.3g} steps/s",
+        parts = [description, f"{(step - from_step) / max(now - since, 1e-9):.3g} steps/s",
                  *(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}"
                    for name, value in shown.items())]
         self.progress.console.print(" | ".join(parts), markup=False, highlight=False, soft_wrap=True)
