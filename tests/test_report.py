@@ -124,7 +124,8 @@ def test_print_table_keeps_every_cell_whole():
     print_table(rows, console=Console(file=log, width=80))  # not a terminal
     lines = log.getvalue().splitlines()
     assert "…" not in log.getvalue() and max(len(line) for line in lines) > 80
-    assert sum("classifier_guidance_long_name" in line and "0.08667" in line for line in lines) == len(SCALES)
+    rows_shown = [line for line in lines if line.startswith("│")]
+    assert sum("classifier_guidance_long_name" in line and "0.08667" in line for line in rows_shown) == len(SCALES)
     terminal = Console(file=io.StringIO(), width=60, force_terminal=True, color_system=None)
     print_table(rows, console=terminal)
     text = terminal.file.getvalue()
@@ -273,6 +274,18 @@ def test_sample_grids_put_one_class_per_column(tmp_path):
     paths = write_report(result, tmp_path / "many")
     with Image.open(paths["samples_classifier_w1.0.png"]) as image:
         assert image.size == (104, 104)
+
+
+def test_print_table_names_each_methods_best_scales():
+    """Under the table, per method: the best value of each metric across scales and the scale reaching it (FID
+    lowest, the others highest), the same figures the W&B summary holds."""
+    console = Console(record=True, width=200)
+    print_table(fake_result(methods=("classifier", "cgpp")).rows, console=console)
+    lines = [line.strip() for line in console.export_text().splitlines()]
+    # fake_result: fid 30 - 2i + 0.8i^2 (+1 for the second method) is lowest at i=1 (w=0); accuracy, precision
+    # rise with i (accuracy capped at 0.99 - 0.05m), recall falls
+    assert "classifier: best FID 28.8 at w=0, accuracy 0.94 at w=8, precision 0.86 at w=8, recall 0.7 at w=-1" in lines
+    assert "cgpp: best FID 29.8 at w=0, accuracy 0.89 at w=8, precision 0.86 at w=8, recall 0.7 at w=-1" in lines
 
 
 def test_print_table_goes_through_richs_global_console():

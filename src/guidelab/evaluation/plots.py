@@ -109,7 +109,8 @@ def plot_quality_diversity(rows: list[dict], path=None, title=None) -> plt.Figur
                 ax.plot(xs, ys, "o-", label=name or None)
         if not drawn:
             _no_data(ax)
-        ax.set(title=f"{'FID' if metric == 'fid' else metric} vs guidance scale", xlabel="guidance scale w", ylabel=METRIC_LABELS[metric])
+        ax.set(title=f"{'FID' if metric == 'fid' else metric} vs guidance scale", xlabel="guidance scale w",
+               ylabel=METRIC_LABELS[metric])
         ax.grid(True, alpha=0.3)
     _parametric(axes[0, 2], groups, "accuracy", "fid", "FID vs accuracy (fidelity trade-off)")
     _parametric(axes[1, 2], groups, "recall", "precision", "precision vs recall (quality vs diversity)")
