@@ -25,6 +25,11 @@ METRIC_LABELS = {
 MIN_GRID_CELL_PX = 32
 
 
+def metric_name(metric: str) -> str:
+    """How a metric is named in titles and captions: "FID", "accuracy", ..."""
+    return "FID" if metric == "fid" else metric
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -109,7 +114,7 @@ def plot_quality_diversity(rows: list[dict], path=None, title=None) -> plt.Figur
                 ax.plot(xs, ys, "o-", label=name or None)
         if not drawn:
             _no_data(ax)
-        ax.set(title=f"{'FID' if metric == 'fid' else metric} vs guidance scale", xlabel="guidance scale w",
+        ax.set(title=f"{metric_name(metric)} vs guidance scale", xlabel="guidance scale w",
                ylabel=METRIC_LABELS[metric])
         ax.grid(True, alpha=0.3)
     _parametric(axes[0, 2], groups, "accuracy", "fid", "FID vs accuracy (fidelity trade-off)")

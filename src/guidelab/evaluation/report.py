@@ -16,7 +16,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from torchvision.utils import save_image
 
-from .plots import by_method, image_grid, plot_grids, plot_quality_diversity, plot_trajectory
+from .plots import by_method, image_grid, metric_name, plot_grids, plot_quality_diversity, plot_trajectory
 from .result import METRICS, SweepResult
 
 TABLE_COLUMNS = ("method", "scale", *METRICS, "nfe_per_sample", "s_per_sample", "samples_per_s")
@@ -81,12 +81,13 @@ def write_report(result: SweepResult, out_dir) -> dict[str, Path]:
     for method, trajectory in result.trajectory.items():
         if trajectory.get("t") and any(any(v) for v in trajectory["grad_norm"]):
             plot_trajectory(trajectory, target(f"guidance_trajectory_{method_tag(method)}.png"))
+    per_row = grid_row_length(result)
     for method, by_scale in result.grids.items():
         grids = {scale: images for scale, images in by_scale.items() if images.numel()}
         if grids:
-            plot_grids(grids, target(f"samples_{method_tag(method)}.png"), per_row=grid_row_length(result))
+            plot_grids(grids, target(f"samples_{method_tag(method)}.png"), per_row=per_row)
             for scale, images in sorted(grids.items()):
-                save_image(image_grid(images, nrow=grid_row_length(result)),
+                save_image(image_grid(images, nrow=per_row),
                            target(f"samples_{method_tag(method)}_w{scale_tag(scale)}.png"))
     return paths
 
@@ -189,7 +190,7 @@ def _best_caption(rows: list[dict]) -> str:
     """One line per method under the table: "classifier: best FID 0.51 at w=4, accuracy 0.97 at w=4, ..."."""
     lines = []
     for name, metrics in best_by_method(rows).items():
-        parts = [f"{'FID' if metric == 'fid' else metric} {value:.4g} at w={scale:g}"
+        parts = [f"{metric_name(metric)} {value:.4g} at w={scale:g}"
                  for metric, (value, scale) in metrics.items()]
         if parts:
             lines.append(f"{name + ': ' if name else ''}best " + ", ".join(parts))
@@ -222,11 +223,12 @@ def _wandb_payload(result: SweepResult, prefix: str) -> dict:
         payload[f"{key}/fid_vs_accuracy"] = wandb.plot.scatter(table, "accuracy", "fid", title=f"{name}: FID vs accuracy")
         payload[f"{key}/precision_vs_recall"] = wandb.plot.scatter(
             table, "recall", "precision", title=f"{name}: precision vs recall")
+    per_row = grid_row_length(result)
     for name, by_scale in result.grids.items():
         for scale, images in sorted(by_scale.items()):
             if images.numel():
                 payload[f"{prefix}/samples/{name}/w={scale_tag(scale)}"] = _grid_image(
-                    images, f"{name}, w = {float(scale):g}", grid_row_length(result))
+                    images, f"{name}, w = {float(scale):g}", per_row)
 
     for name, trajectory in result.trajectory.items():
         if not (trajectory.get("t") and any(any(v) for v in trajectory["grad_norm"])):
