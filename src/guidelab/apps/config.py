@@ -40,12 +40,12 @@ class ConfigError(ValueError):
 
 
 def check_cuda_visible(key: str, value, fix: str) -> None:
-    """Refuse, before any work, a config that asks for a CUDA GPU where torch sees none (Lightning would say
-    "No supported gpu backend found!" only once the data is built, torch "Torch not compiled with CUDA
-    enabled" at the first transfer)."""
+    """Refuse, before any work, a device setting that asks for a CUDA GPU ("gpu", "cuda", "cuda:1") where torch
+    sees none (Lightning would say "No supported gpu backend found!" only once the data is built, torch "Torch
+    not compiled with CUDA enabled" at the first transfer). Other values ("cpu", "auto") pass."""
     import torch
 
-    if torch.cuda.is_available():
+    if not str(value).startswith(("gpu", "cuda")) or torch.cuda.is_available():
         return
     why = ("this torch build has no CUDA" if torch.version.cuda is None else
            f"torch {torch.__version__} sees no CUDA device (check nvidia-smi and CUDA_VISIBLE_DEVICES)")

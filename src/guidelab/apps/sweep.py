@@ -57,9 +57,8 @@ def guidance_settings(cfg: DictConfig) -> SweepSettings:
 
 def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
-    if str(cfg.device).startswith("cuda"):
-        check_cuda_visible("device", cfg.device, "sample on the CPU with device=cpu, or leave device=auto (the GPU "
-                           "where there is one)")
+    check_cuda_visible("device", cfg.device, "sample on the CPU with device=cpu, or leave device=auto (the GPU where "
+                       "there is one)")
     datamodule = instantiate(cfg.data)
     settings = guidance_settings(cfg)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else

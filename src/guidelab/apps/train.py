@@ -47,9 +47,8 @@ def save_last_at_end(trainer: pl.Trainer, output_dir: Path) -> None:
 
 def train(cfg: DictConfig) -> dict:
     """Build everything from the config (failing before any training on bad values), then fit."""
-    if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda"):
-        check_cuda_visible("trainer.accelerator", cfg.trainer.accelerator, "train on the CPU with trainer=cpu "
-                           "(trainer=ddp_cpu for several processes), or run where a GPU is visible")
+    check_cuda_visible("trainer.accelerator", cfg.trainer.get("accelerator"), "train on the CPU with trainer=cpu "
+                       "(trainer=ddp_cpu for several processes), or run where a GPU is visible")
     output_dir = ensure_writable(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
