@@ -42,6 +42,7 @@ class RichProgressBarEveryN(RichProgressBar):
         self.log_lines_every_s = float(log_lines_every_s)
         self._skip_metrics = False
         self._last_line: tuple[float, int] | None = None  # (time, global step) of the last plain line
+        self._metrics_read: dict = {}  # what the latest refresh read from the device, reused by the plain line
 
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
@@ -49,6 +50,7 @@ class RichProgressBarEveryN(RichProgressBar):
             value = trainer.callback_metrics.get(name)
             if value is not None and name not in items:
                 items[name] = float(value)  # the sync, once per refresh
+        self._metrics_read = items
         return items
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -67,20 +69,21 @@ class RichProgressBarEveryN(RichProgressBar):
                 self.progress.update(self.train_progress_bar_id, description=description)
                 console = self.progress.console
                 if not (console.is_terminal or console.is_jupyter):  # where Rich draws the bar live, no lines
-                    self._log_line(trainer, pl_module, description.strip())
+                    self._log_line(trainer, description.strip())
 
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         self._last_line = (time.monotonic(), trainer.global_step)
 
-    def _log_line(self, trainer, pl_module, description: str) -> None:
-        """The plain progress line for a log file (see the class docstring), throttled by wall time."""
+    def _log_line(self, trainer, description: str) -> None:
+        """The plain progress line for a log file (see the class docstring), throttled by wall time; its metrics
+        are those the refresh just read (no second read of the device)."""
         now, step = time.monotonic(), trainer.global_step
         since, from_step = self._last_line or (now, step)
         if now - since < self.log_lines_every_s or step == from_step:
             return
         self._last_line = (now, step)
-        shown = {name: value for name, value in self.get_metrics(trainer, pl_module).items() if name != "v_num"}
+        shown = {name: value for name, value in self._metrics_read.items() if name != "v_num"}
         parts = [description, f"{(step - from_step) / max(now - since, 1e-9):.3g} steps/s",
                  *(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}"
                    for name, value in shown.items())]
