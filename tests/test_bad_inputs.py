@@ -328,11 +328,22 @@ SWEEP_REFUSALS = [
     ({"extra": ["guidance.batch_size=0"]}, ConfigError, r"guidance.\*.*batch_size must be >= 1"),
     ({"extra": ["metrics.features=inception", "metrics.inception_weights=/nonexistent/inception.pth"]}, ConfigError,
      r"metrics.features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
+    ({"extra": ["guidance.sampler=euler"]}, ConfigError, r"guidance.\*.*sampler must be one of \['ddim', 'ddpm'"),
+    ({"extra": ["guidance.eta=-0.5"]}, ConfigError, r"guidance.\*.*eta must be >= 0, got -0.5"),
+    # a method that cannot take the sampler is refused before the methods ahead of it sample
+    ({"extra": ["method=[classifier,classifier_mean]", "method.classifier_mean.sampler=ddim"]}, ConfigError,
+     r"method classifier_mean with sampler=ddim.*\(set in method.classifier_mean: sampler\): form='mean' is defined "
+     "for the ancestral sampler only"),
+    ({"extra": ["method=[classifier,cgpp]", "guidance.sampler=ddpm"]}, ConfigError,
+     r"method cgpp with sampler=ddpm, .*: classifier\+\+ re-noises x0_hat in a DDIM step; use sampler=ddim"),
+    ({"extra": ["guidance.sampler=dpm++2m", "guidance.eta=0.5"]}, ConfigError,
+     r"sampler='dpm\+\+2m' solves the deterministic ODE; eta must be 0, got 0.5"),
 ]
 
 
-@pytest.mark.parametrize("which,error,match", SWEEP_REFUSALS, ids=["scale_abc", "ddpm_kind", "no_classifier", "data_shape", "batch_size",
-                                                                  "inception_weights"])
+@pytest.mark.parametrize("which,error,match", SWEEP_REFUSALS, ids=[
+    "scale_abc", "ddpm_kind", "no_classifier", "data_shape", "batch_size", "inception_weights", "sampler_name",
+    "eta_negative", "mean_form_ddim", "cgpp_ddpm", "ode_eta"])
 def test_more_sweep_refusals(ckpts, tmp_path, which, error, match):
     with pytest.raises(error, match=match):
         run_sweep(sweep_cfg(tmp_path, ckpts, **which))

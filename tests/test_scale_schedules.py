@@ -54,7 +54,7 @@ def test_settings_refuse_bad_schedules(kwargs, match):
 
 def test_interval_beyond_T_refused_before_sampling():
     with pytest.raises(ValueError, match="interval"):
-        settings(interval=[1200, 1500]).check_steps(1000)
+        settings(interval=[1200, 1500]).check_methods(NoiseSchedule.linear(1000), (1, 8, 8))
 
 
 def test_shipped_defaults():

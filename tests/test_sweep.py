@@ -129,6 +129,19 @@ def test_callback_refuses_ddpm_of_another_schedule(checkpoints, tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_callback_refuses_a_method_its_sampler_cannot_run_before_training(checkpoints, tmp_path):
+    overrides = tiny_train_overrides(tmp_path, "classifier", steps=1) + [
+        "callbacks=guided_sampling",
+        f"callbacks.guided_sampling.ddpm_checkpoint={checkpoints['ddpm']}",
+        f"callbacks.guided_sampling.eval_classifier_checkpoint={checkpoints['eval_classifier']}",
+        "method@callbacks.guided_sampling.method=[classifier,cgpp]",
+        "callbacks.guided_sampling.settings.sampler=ddpm",
+    ]
+    with pytest.raises(ValueError, match="method cgpp with sampler=ddpm, .* use sampler=ddim"):
+        train(compose_config("train", overrides))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_same_seed_gives_identical_sweeps(checkpoints, tmp_path):
     first, _ = run_sweep(sweep_config(tmp_path / "a", checkpoints))
     second, _ = run_sweep(sweep_config(tmp_path / "b", checkpoints))

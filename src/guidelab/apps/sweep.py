@@ -65,9 +65,9 @@ def run_sweep(cfg: DictConfig):
                           ("cpu" if cfg.device == "auto" else cfg.device))
     ddpm, eval_classifier, methods = load_and_check(cfg, datamodule, device)
     try:
-        settings.check_steps(ddpm.schedule.T, methods)
+        settings.check_methods(ddpm.schedule, ddpm.meta["image_shape"], methods)
     except ValueError as err:
-        raise ConfigError(f"invalid guidance config (guidance.*): {err}") from err
+        raise ConfigError(f"invalid sampling settings (guidance.*, method.*): {err}") from err
     if cfg.metrics.features == "inception":  # before any work: the weights are read from disk, never downloaded
         try:
             require_inception_weights(cfg.metrics.inception_weights)

@@ -57,7 +57,7 @@ class GuidedSamplingCallback(pl.Callback):
         check_compatible(self.guide, self.eval_classifier, keys=("image_shape", "num_classes"))
         self.nets = Nets(ddpm=self.ddpm, classifier=self.guide, eval_classifier=self.eval_classifier, paths=self.paths)
         self.methods = build_methods(self.method_nodes, self.nets)
-        self.settings.check_steps(self.ddpm.schedule.T, self.methods)
+        self.settings.check_methods(self.ddpm.schedule, self.ddpm.meta["image_shape"], self.methods)
         self.metrics = None
 
     def _prepare_metrics(self, trainer: pl.Trainer, device) -> QualityDiversityMetrics:

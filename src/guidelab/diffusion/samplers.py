@@ -21,7 +21,7 @@ from .guidance.scales import scale_schedule
 from .schedule import NoiseSchedule
 from .solvers import DPMSolver2M
 
-__all__ = ["sample", "ddpm_step", "ddim_step", "SAMPLERS", "resolve_guidance"]
+__all__ = ["sample", "check_sampling", "ddpm_step", "ddim_step", "SAMPLERS", "resolve_guidance"]
 
 
 def ddpm_step(schedule, index, x, eps, noise, *, clip_denoised=False, mean_shift=None, renoise_eps=None, eta=None):
@@ -121,18 +121,8 @@ def sample(
     unknown = set(legacy) - set(LEGACY_OPTIONS)
     if unknown:
         raise TypeError(f"sample() got unexpected keyword arguments {sorted(unknown)}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
     guidance = resolve_guidance(guidance, model, classifier, **legacy)
-    if not 0.0 <= eta:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= schedule.num_steps):
-        raise ValueError(f"steps must be an int in [1, T={schedule.num_steps}], got {steps!r}")
-    if eta != 0 and getattr(SAMPLERS[sampler], "deterministic", False):
-        raise ValueError(f"sampler={sampler!r} solves the deterministic ODE; eta must be 0, got {eta}")
-    respace = getattr(SAMPLERS[sampler], "respace", NoiseSchedule.respace)  # the time grid a solver is made for
-    run = schedule if steps is None or steps == schedule.num_steps else respace(schedule, steps)
-    guidance.check(model=model, schedule=run, shape=tuple(shape), sampler=sampler)
+    run = check_sampling(model, schedule, shape, guidance=guidance, sampler=sampler, steps=steps, eta=eta)
 
     device = torch.device(device) if device is not None else _device_of(model)
     x = _initial_noise(shape, noise, generator, device)
@@ -159,6 +149,25 @@ def sample(
                       "eps": out.eps, "scale": w, "grad": out.grad, "log_prob": out.log_prob, "nfe": out.nfe})
         x = x_next
     return x
+
+
+def check_sampling(model, schedule: NoiseSchedule, shape, *, guidance: Guidance, sampler: str,
+                   steps: int | None = None, eta: float = 0.0) -> NoiseSchedule:
+    """Raise ValueError for what sample() cannot run (sampler, steps, eta, a method the sampler cannot take),
+    before any network runs; returns the schedule sample() steps on. A sweep calls it for every method
+    before it samples any, so a bad pairing in its last method fails before the first one's work."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    if not 0.0 <= eta:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= schedule.num_steps):
+        raise ValueError(f"steps must be an int in [1, T={schedule.num_steps}], got {steps!r}")
+    if eta != 0 and getattr(SAMPLERS[sampler], "deterministic", False):
+        raise ValueError(f"sampler={sampler!r} solves the deterministic ODE; eta must be 0, got {eta}")
+    respace = getattr(SAMPLERS[sampler], "respace", NoiseSchedule.respace)  # the time grid a solver is made for
+    run = schedule if steps is None or steps == schedule.num_steps else respace(schedule, steps)
+    guidance.check(model=model, schedule=run, shape=tuple(shape), sampler=sampler)
+    return run
 
 
 def _step_function(sampler: str, run: NoiseSchedule):

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from rich.progress import Progress
 
-from guidelab.diffusion import Guidance, GuidanceInterval, NoiseSchedule, sample
+from guidelab.diffusion import SAMPLERS, Guidance, GuidanceInterval, NoiseSchedule, check_sampling, sample
 from guidelab.diffusion.scale_schedules import SCALE_SCHEDULES, scheduled_scale
 from guidelab.metrics import QualityDiversityMetrics
 
@@ -68,6 +68,10 @@ class SweepSettings:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         FastPath.choose(self.fast_path, "cpu")  # refuses an unknown name
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
+        if not self.eta >= 0:
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
         if self.scale_schedule not in SCALE_SCHEDULES:
             raise ValueError(f"scale_schedule must be one of {sorted(SCALE_SCHEDULES)}, got {self.scale_schedule!r}")
         if self.interval is not None:
@@ -75,14 +79,31 @@ class SweepSettings:
             if len(self.interval) != 2 or not 0 <= self.interval[0] <= self.interval[1]:
                 raise ValueError(f"interval must be [t_lo, t_hi] with 0 <= t_lo <= t_hi, got {self.interval}")
 
-    def check_steps(self, T: int, methods: dict[str, SweepMethod] | None = None) -> None:
-        """Respaced steps (shared, and each method's own) must fit the DDPM's schedule; checked before sampling."""
+    def check_methods(self, schedule: NoiseSchedule, image_shape, methods: dict[str, SweepMethod] | None = None) -> None:
+        """Every method must be able to sample with these settings and its own overrides on the DDPM's `schedule`
+        (steps within T, the interval inside it, a sampler the method can take): all checked before any sampling,
+        so a bad pairing in the last method does not fail after the first ones' work."""
+        T = schedule.T
         for name, steps in [("guidance", self.steps)] + [
                 (f"method.{m.name}", m.overrides["steps"]) for m in (methods or {}).values() if "steps" in m.overrides]:
             if steps is not None and not 1 <= steps <= T:
                 raise ValueError(f"{name}.steps must be in [1, T={T}] of the DDPM, got {steps}")
         if self.interval is not None and self.interval[0] >= T:
             raise ValueError(f"guidance.interval={self.interval} starts beyond the DDPM's last timestep T-1={T - 1}")
+        for method in (methods or {}).values():
+            options = self.for_method(method)
+            try:
+                check_sampling(method.model, schedule, (self.batch_size, *image_shape), guidance=self.guidance_for(method),
+                               **options)
+            except ValueError as err:
+                set_here = sorted(set(method.overrides) & {"sampler", "steps", "eta"})
+                where = f" (set in method.{method.name}: {', '.join(set_here)})" if set_here else ""
+                raise ValueError(f"method {method.name} with sampler={options['sampler']}, steps={options['steps']}, "
+                                 f"eta={options['eta']}{where}: {err}") from err
+
+    def guidance_for(self, method: SweepMethod) -> Guidance:
+        """The guidance object a method samples with: its own, inside the shared guidance interval if one is set."""
+        return method.guidance if self.interval is None else GuidanceInterval(method.guidance, *self.interval)
 
     def scale_schedule_label(self) -> str:
         """How w varies along the trajectory, e.g. 'constant' or 'cosine, t in [200, 800]'."""
@@ -216,7 +237,7 @@ def _sample_method(method: SweepMethod, schedule, image_shape, plan, settings: S
     task = bar.add_task(f"guided sampling: {method.name}", total=len(chunks))
     images = []
     start = time.perf_counter()
-    guidance = method.guidance if settings.interval is None else GuidanceInterval(method.guidance, *settings.interval)
+    guidance = settings.guidance_for(method)
     with _frozen(method.model, guidance) as trainable, fast.sampling(device):
         model, guidance = with_fast_nets((method.model, guidance), fast, trainable)
         for chunk_scale, chunk_y, chunk_noise, chunk_counted in chunks:
