@@ -13,7 +13,8 @@ from gaussian_mixture import GaussianMixture
 from guidelab.diffusion import ClassifierGuidance, NoiseSchedule
 from guidelab.diffusion.scale_schedules import SCALE_SCHEDULES, scheduled_scale
 from guidelab.evaluation.guidance_methods import SweepMethod
-from guidelab.evaluation.guided_sweep import SweepSettings, run_guided_sweep
+from guidelab.evaluation.guided_sweep import run_guided_sweep
+from guidelab.evaluation.sweep_settings import SweepSettings
 from guidelab.evaluation.report import jsonable, _table
 
 T = 1000

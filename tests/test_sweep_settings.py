@@ -6,7 +6,7 @@ import pytest
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from guidelab.evaluation.guided_sweep import SweepSettings
+from guidelab.evaluation.sweep_settings import SweepSettings
 
 CALLBACK = ["task=classifier", "callbacks=guided_sampling"]
 

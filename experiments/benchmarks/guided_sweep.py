@@ -35,7 +35,8 @@ from guidelab.apps.config import compose_config
 from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
 from guidelab.evaluation.fast_nets import FastPath
 from guidelab.evaluation.guidance_methods import SweepMethod
-from guidelab.evaluation.guided_sweep import SweepSettings, run_guided_sweep
+from guidelab.evaluation.guided_sweep import run_guided_sweep
+from guidelab.evaluation.sweep_settings import SweepSettings
 from work_per_sample import work_per_sample  # beside this file
 
 NET_DIR = Path(__file__).resolve().parents[2] / "src" / "guidelab" / "conf" / "net"

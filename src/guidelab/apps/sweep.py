@@ -16,7 +16,8 @@ from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, 
 from guidelab.apps.errors import app_failures, mark_work_started
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.evaluation.guidance_methods import Nets, build_methods
-from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
+from guidelab.evaluation.guided_sweep import metrics_with_real_set, run_guided_sweep
+from guidelab.evaluation.sweep_settings import SweepSettings
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
 from guidelab.metrics.features import require_inception_weights
 from guidelab.modules import CheckpointError, load_module

@@ -10,7 +10,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from guidelab.evaluation.guidance_methods import Nets, build_methods
-from guidelab.evaluation.guided_sweep import SweepSettings, metrics_with_real_set, run_guided_sweep
+from guidelab.evaluation.guided_sweep import metrics_with_real_set, run_guided_sweep
+from guidelab.evaluation.sweep_settings import SweepSettings
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
 from guidelab.metrics import QualityDiversityMetrics
 from guidelab.modules import check_compatible, load_module
