@@ -21,6 +21,7 @@ from rich.console import Console
 
 from guidelab.apps.config import compose_config, route_overrides
 from guidelab.apps.errors import app_failures
+from guidelab.apps.notices import quiet_library_notices
 from guidelab.apps.sweep import run_sweep
 from guidelab.apps.train import train
 from guidelab.evaluation.report import print_table
@@ -77,6 +78,7 @@ def run_demo(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_library_notices()
     with app_failures("guidelab-demo"):
         run_demo(argv)
 

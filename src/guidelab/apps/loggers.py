@@ -160,6 +160,13 @@ class ResilientWandbLogger(WandbLogger):
     """Lightning's WandbLogger, except that a W&B failure mid-run (network, service, disk) is a warning:
     a dashboard problem never kills training. Checkpoints and CSV logs are unaffected."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Lightning 2.6 hands wandb.init anonymous=None whatever was asked, and wandb (0.31 here) prints
+        # "The anonymous setting has no effect" for any value it is given: leave the key out unless a user set it
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
     log_metrics = _warn_instead_of_raising(WandbLogger.log_metrics)
     log_hyperparams = _warn_instead_of_raising(WandbLogger.log_hyperparams)
     log_table = _warn_instead_of_raising(WandbLogger.log_table)

@@ -15,6 +15,7 @@ from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, 
                                   print_config_tree, read_data_shape)
 from guidelab.apps.errors import app_failures, mark_work_started
 from guidelab.apps.loggers import finish_wandb, make_loggers
+from guidelab.apps.notices import quiet_library_notices
 from guidelab.evaluation.guidance_methods import Nets, build_methods
 from guidelab.evaluation.guided_sweep import metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.sweep_settings import SweepSettings
@@ -102,6 +103,7 @@ def run_sweep(cfg: DictConfig):
 @hydra.main(config_path=CONFIG_PATH, config_name="sweep", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
+    quiet_library_notices()
     with app_failures("guidelab-sweep", output_dir):
         print_config_tree(cfg, output_dir / "config_resolved.yaml")
         result, paths = run_sweep(cfg)

@@ -17,6 +17,7 @@ from guidelab.apps.config import (CONFIG_PATH, check_cuda_visible, ensure_writab
                                   read_data_shape)
 from guidelab.apps.errors import MarkWorkStarted, app_failures
 from guidelab.apps.loggers import finish_wandb, make_loggers
+from guidelab.apps.notices import quiet_library_notices
 from guidelab.apps.resume import resume_or_init
 from guidelab.callbacks.ema import FusedEMA
 
@@ -80,6 +81,7 @@ def train(cfg: DictConfig) -> dict:
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
+    quiet_library_notices()
     with app_failures("guidelab-train", output_dir):
         print_config_tree(cfg, output_dir / "config_resolved.yaml")
         result = train(cfg)
