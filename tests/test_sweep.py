@@ -55,6 +55,7 @@ def test_sweep_writes_report_and_wandb_media(checkpoints, tmp_path):
         assert row["fid"] is not None and row["fid"] >= 0
     assert doc["settings"]["sampler"] == "ddim" and doc["settings"]["steps"] == 5
     assert doc["settings"]["num_classes"] == 10  # the digits; the sample grids put one class per column
+    assert doc["settings"]["methods_pending"] == []  # the whole sweep
     assert doc["timings"]["sampling_s"] > 0
     assert {row["method"] for row in doc["rows"]} == {"classifier"}
     assert all(row["nfe_per_sample"] == 3 * 5 for row in doc["rows"])  # eps + classifier forward + backward, 5 steps
@@ -87,6 +88,26 @@ def test_sweep_refuses_steps_beyond_T(checkpoints, tmp_path):
     cfg.guidance.steps = 5000
     with pytest.raises(ValueError, match="steps must be in"):
         run_sweep(cfg)
+
+
+def test_sweep_that_dies_in_a_later_method_keeps_the_earlier_ones(checkpoints, tmp_path, monkeypatch):
+    from guidelab.evaluation import guided_sweep
+
+    real_sample_method = guided_sweep._sample_method
+
+    def dies_in_the_second_method(method, *args, **kwargs):
+        if method.name == "cgpp":
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_sample_method(method, *args, **kwargs)
+
+    monkeypatch.setattr(guided_sweep, "_sample_method", dies_in_the_second_method)
+    with pytest.raises(RuntimeError, match="simulated"):
+        run_sweep(sweep_config(tmp_path, checkpoints, extra=["method=[classifier,cgpp]"]))
+    doc = json.loads((tmp_path / "quality_diversity.json").read_text())
+    assert [(row["method"], row["scale"]) for row in doc["rows"]] == [("classifier", -1.0), ("classifier", 0.0),
+                                                                       ("classifier", 2.0)]
+    assert list(doc["settings"]["methods"]) == ["classifier"] and doc["settings"]["methods_pending"] == ["cgpp"]
+    assert (tmp_path / "quality_diversity.png").is_file() and (tmp_path / "samples_classifier.png").is_file()
 
 
 def test_callback_logs_curves_during_classifier_training(checkpoints, tmp_path):

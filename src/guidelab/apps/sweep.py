@@ -18,8 +18,8 @@ from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.notices import quiet_library_notices
 from guidelab.evaluation.guidance_methods import Nets, build_methods
 from guidelab.evaluation.guided_sweep import metrics_with_real_set, run_guided_sweep
-from guidelab.evaluation.sweep_settings import SweepSettings
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
+from guidelab.evaluation.sweep_settings import SweepSettings
 from guidelab.metrics.features import require_inception_weights
 from guidelab.modules import CheckpointError, load_module
 
@@ -57,6 +57,14 @@ def guidance_settings(cfg: DictConfig) -> SweepSettings:
         raise ConfigError(f"invalid guidance config (guidance.*): {err}") from err
 
 
+def write_partial_report(partial, output_dir) -> None:
+    """The report of the methods sampled so far, rewritten after each one (the last write is the whole sweep):
+    a sweep that dies in a later method keeps the earlier ones' curves and samples."""
+    paths = write_report(partial, output_dir)
+    print(f"methods sampled: {', '.join(partial.settings['methods'])}; to come: {', '.join(partial.settings['methods_pending'])}; "
+          f"results so far in {paths['quality_diversity.json']}", flush=True)
+
+
 def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
     check_cuda_visible("device", cfg.device, "sample on the CPU with device=cpu, or leave device=auto (the GPU where "
@@ -86,7 +94,8 @@ def run_sweep(cfg: DictConfig):
             split=cfg.metrics.real_split, batch_size=settings.batch_size, device=device)
         ddpm.to(device)
         result = run_guided_sweep(methods, ddpm.schedule, ddpm.meta["image_shape"], datamodule.num_classes,
-                                  metrics, settings, device=device)
+                                  metrics, settings, device=device,
+                                  on_method_done=lambda partial: write_partial_report(partial, output_dir))
         result.settings.update({key: None if cfg.get(key) is None else str(cfg.get(key)) for key in CHECKPOINT_KEYS},
                                device=str(device))
         paths = write_report(result, output_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict
 
@@ -230,11 +231,16 @@ def run_guided_sweep(
     settings: SweepSettings,
     device=None,
     progress: bool = True,
+    on_method_done: Callable[[SweepResult], None] | None = None,
 ) -> SweepResult:
     """Sample `samples_per_scale` images at each scale with every method (the same x_T per (scale, target)
     for all of them) and compute fid / accuracy / precision / recall per (method, scale) with `metrics`
     (a QualityDiversityMetrics whose real set is already added). Rows also carry each method's network
-    evaluations per sample and seconds per sample."""
+    evaluations per sample and seconds per sample.
+
+    `on_method_done(partial)` is called after each method but the last with the result so far (its settings'
+    `methods_pending` lists the methods still to sample), so a caller can write it: a sweep that dies in its
+    fourth method keeps the first three."""
     first = next(iter(methods.values()))
     device = torch.device(device) if device is not None else next(first.model.parameters()).device
     rank, world = _rank_and_world()
@@ -244,6 +250,17 @@ def run_guided_sweep(
 
     rows, grids, trajectory, per_method = [], {}, {}, {}
     sampling_s = metrics_s = 0.0
+
+    def result_so_far() -> SweepResult:  # the methods sampled so far
+        total = total_samples * len(per_method)
+        timings = {"sampling_s": sampling_s, "metrics_s": metrics_s, "total_s": sampling_s + metrics_s,
+                   "samples_per_s": total / sampling_s if sampling_s > 0 else float("nan"), "world_size": world}
+        info = {**asdict(settings), "num_classes": num_classes, "steps": settings.steps or schedule.num_steps,
+                "T": schedule.T, "schedule": schedule.kind, "features": getattr(metrics, "features_kind", None),
+                "methods": dict(per_method), "methods_pending": [m for m in methods if m not in per_method]}
+        return SweepResult(rows=list(rows), settings=info, timings=timings, grids=dict(grids),
+                           trajectory=dict(trajectory))
+
     with Progress(disable=not progress or rank != 0, transient=True) as bar:
         for name, method in methods.items():
             images, probe, seconds = _sample_method(method, schedule, image_shape, plan, settings, device, bar)
@@ -265,11 +282,7 @@ def run_guided_sweep(
             per_method[name] = {"sampling_s": seconds, **cost, **settings.for_method(method),
                                 "guidance": method.guidance.describe(),
                                 "fast": FastPath.choose(settings.fast_path, device).describe()}
+            if on_method_done is not None and len(per_method) < len(methods):
+                on_method_done(result_so_far())
 
-    total = total_samples * len(methods)
-    timings = {"sampling_s": sampling_s, "metrics_s": metrics_s, "total_s": sampling_s + metrics_s,
-               "samples_per_s": total / sampling_s if sampling_s > 0 else float("nan"), "world_size": world}
-    info = {**asdict(settings), "num_classes": num_classes, "steps": settings.steps or schedule.num_steps,
-            "T": schedule.T, "schedule": schedule.kind, "features": getattr(metrics, "features_kind", None),
-            "methods": per_method}
-    return SweepResult(rows=rows, settings=info, timings=timings, grids=grids, trajectory=trajectory)
+    return result_so_far()
