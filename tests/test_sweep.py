@@ -110,6 +110,52 @@ def test_sweep_that_dies_in_a_later_method_keeps_the_earlier_ones(checkpoints, t
     assert (tmp_path / "quality_diversity.png").is_file() and (tmp_path / "samples_classifier.png").is_file()
 
 
+def test_a_users_own_method_from_their_config_dir(checkpoints, tmp_path):
+    """method/scaled.yaml in the user's dir names their Guidance class by `_target_`; guidelab hands it the
+    classifier its constructor asks for and the node's other keys, and samples it beside ours."""
+    import torch
+    from user_configs import write_user_configs
+
+    from guidelab.diffusion import ClassifierGuidance, sample
+    from guidelab.evaluation.guidance_methods import Nets, build_methods
+    from guidelab.modules import load_module
+
+    user = write_user_configs(tmp_path / "my_configs")
+    cfg = sweep_config(tmp_path / "out", checkpoints, extra=[f"hydra.searchpath=[file://{user}]",
+                                                             "method=[classifier,scaled]"])
+    result, _ = run_sweep(cfg)
+    assert [(row["method"], row["scale"]) for row in result.rows] == [
+        (method, w) for method in ("classifier", "scaled") for w in (-1.0, 0.0, 2.0)]
+    assert result.settings["methods"]["scaled"]["guidance"] == {"method": "scaled_classifier", "form": "eps",
+                                                                "factor": 0.5}
+    # what was built is the user's rule with the sweep's classifier: at w=2 it samples as classifier guidance at w=1
+    ddpm = load_module(checkpoints["ddpm"], "ddpm")
+    nets = Nets(ddpm=ddpm, classifier=None, eval_classifier=load_module(checkpoints["eval_classifier"], "eval_classifier"),
+                paths={"classifier_checkpoint": checkpoints["classifier"]})
+    scaled = build_methods({"scaled": cfg.method.scaled}, nets)["scaled"].guidance
+    noise, y = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(6)
+    run = dict(steps=5, sampler="ddim", noise=noise, y=y)
+    ours = sample(ddpm, ddpm.schedule, noise.shape, guidance=ClassifierGuidance(scaled.classifier), scale=1.0, **run)
+    assert torch.allclose(sample(ddpm, ddpm.schedule, noise.shape, guidance=scaled, scale=2.0, **run), ours)
+    assert not torch.allclose(sample(ddpm, ddpm.schedule, noise.shape, guidance=scaled, scale=1.0, **run), ours)
+
+
+@pytest.mark.parametrize("node,match", [
+    ({"_target_": "no_such_package.Rule"}, "cannot be imported; is its package installed"),
+    ({"_target_": "user_configs.ScaledClassifierGuidance", "factr": 0.5}, r"does not take this node's keys"),
+    ({"_target_": "collections.OrderedDict"}, "made a OrderedDict, not a guidelab.diffusion.Guidance"),
+])
+def test_a_users_method_node_that_cannot_be_built_is_named(checkpoints, tmp_path, node, match):
+    from guidelab.evaluation.guidance_methods import Nets, build_methods
+    from guidelab.modules import load_module
+
+    nets = Nets(ddpm=load_module(checkpoints["ddpm"], "ddpm"), classifier=None,
+                eval_classifier=load_module(checkpoints["eval_classifier"], "eval_classifier"),
+                paths={"classifier_checkpoint": checkpoints["classifier"]})
+    with pytest.raises(ValueError, match=f"method 'mine': .*{match}"):
+        build_methods({"mine": node}, nets)
+
+
 def test_callback_logs_curves_during_classifier_training(checkpoints, tmp_path):
     overrides = tiny_train_overrides(tmp_path, "classifier", steps=2)
     overrides[overrides.index("logger=csv")] = "logger=wandb"

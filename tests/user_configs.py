@@ -1,7 +1,10 @@
 """A user's own config dir, as a user of guidelab keeps it in their own repository: a net option, a data
-option that extends guidelab's digits, and an experiment overlay that picks both."""
+option that extends guidelab's digits, an experiment overlay that picks both, and a guidance method of their
+own (`ScaledClassifierGuidance`, standing for a class in their package) selected by `_target_`."""
 
 from pathlib import Path
+
+from guidelab.diffusion import ClassifierGuidance
 
 USER_NET = {"base_channels": 8, "channel_mult": [1], "attention_resolutions": []}
 USER_BATCH_SIZE = 16
@@ -23,6 +26,11 @@ defaults:
   - digits     # guidelab's data/digits.yaml, extended rather than copied
 batch_size: 16
 """,
+    "method/scaled.yaml": """\
+scaled:
+  _target_: user_configs.ScaledClassifierGuidance
+  factor: 0.5          # the classifier, the parameter its class names, is loaded and checked by guidelab
+""",
     "experiment/mine.yaml": """\
 # @package _global_
 defaults:
@@ -34,6 +42,22 @@ task:
     lr: 1.0e-3
 """,
 }
+
+
+class ScaledClassifierGuidance(ClassifierGuidance):
+    """A user's own rule: classifier guidance at `factor` times the sweep's scale."""
+
+    name = "scaled_classifier"
+
+    def __init__(self, classifier, factor: float):
+        super().__init__(classifier)
+        self.factor = factor
+
+    def __call__(self, step):
+        return super().__call__(step.with_scale_factor(self.factor))
+
+    def describe(self) -> dict:
+        return {**super().describe(), "method": self.name, "factor": self.factor}
 
 
 def write_user_configs(root: Path) -> Path:

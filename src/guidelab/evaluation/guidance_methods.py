@@ -4,15 +4,22 @@ before any sampling. Shared by guidelab-sweep and the GuidedSamplingCallback.
 A method node has a `kind` and its parameters; nets it needs come from its own `*_checkpoint` key or,
 when that is null, from the sweep's top-level key of the same role (`Nets.paths`). A node may also set
 `sampler`, `steps` or `eta`, overriding the shared sweep settings for that method alone.
+
+A user's own method is a node with `_target_` instead of `kind`: a `Guidance` subclass (or a function returning
+one), called with the node's other keys. The nets it names among its parameters (`NET_PARAMETERS`) are handed
+over loaded and checked as for the built-in kinds, and `inner` is built from a method node of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import pydoc
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from guidelab.diffusion import (
     Autoguidance,
@@ -28,6 +35,9 @@ from guidelab.diffusion import (
 from guidelab.modules import CheckpointError, check_compatible, load_module
 
 SAMPLING_OVERRIDES = ("sampler", "steps", "eta")
+# parameters of a user's `_target_` method that receive nets, and the node keys naming their checkpoints
+NET_PARAMETERS = {"classifier": "classifier_checkpoint", "clean_classifier": "clean_classifier_checkpoint",
+                  "weak_ddpm": "weak_ddpm_checkpoint", "inner": None}
 
 
 @dataclass
@@ -121,15 +131,10 @@ def _build(node: dict, nets: Nets, method: str) -> tuple[Guidance, torch.nn.Modu
         return ClassifierFreeGuidance(null_class=model.num_classes, num_classes=model.num_classes), model
     if kind == "clean_x0":
         path = node.get("classifier_checkpoint") or nets.path_for(node, "clean_classifier_checkpoint", method)
-        clean = nets.load(path, "eval_classifier")
-        refuse_judge_as_guide(clean, path, nets, method)
-        check_compatible(clean, nets.eval_classifier, keys=("image_shape", "num_classes"))
-        return CleanClassifierGuidance(clean, through_model=bool(node.get("through_model", False))), model
+        return CleanClassifierGuidance(_clean_classifier(path, nets, method),
+                                       through_model=bool(node.get("through_model", False))), model
     if kind == "autoguidance":
-        path = nets.path_for(node, "weak_ddpm_checkpoint", method)
-        weak = nets.load(path, "ddpm")
-        check_compatible(nets.ddpm, weak, keys=("schedule", "image_shape"))
-        return Autoguidance(weak), model
+        return Autoguidance(_weak_ddpm(node, nets, method)), model
     if kind in ("interval", "cgpp", "projected"):
         if "inner" not in node:
             raise ValueError(f"method {method!r} ({kind}) needs an `inner` method node")
@@ -140,13 +145,67 @@ def _build(node: dict, nets: Nets, method: str) -> tuple[Guidance, torch.nn.Modu
             return ManifoldConstrained(inner), model
         return ProjectedGuidance(inner, parallel_weight=float(node.get("parallel_weight", 0.0)),
                                  max_norm=node.get("max_norm")), model
+    if kind is None and "_target_" in node:
+        return _build_target(node, nets, method)
     if kind == "composite":
         built = [_build(part, nets, method) for part in node.get("parts", [])]
         if any(part_model is not nets.ddpm for _, part_model in built):
             raise ValueError(f"method {method!r}: composite parts must all guide the sweep's ddpm_checkpoint")
         return Composite([guidance for guidance, _ in built], node.get("weights")), model
     raise ValueError(f"method {method!r}: unknown kind {kind!r}; choose one of "
-                     "auto, classifier, cfg, interval, cgpp, projected, clean_x0, autoguidance, composite")
+                     "auto, classifier, cfg, interval, cgpp, projected, clean_x0, autoguidance, composite, "
+                     "or give `_target_: your.Guidance` instead of `kind`")
+
+
+def _clean_classifier(path: str, nets: Nets, method: str):
+    clean = nets.load(path, "eval_classifier")
+    refuse_judge_as_guide(clean, path, nets, method)
+    check_compatible(clean, nets.eval_classifier, keys=("image_shape", "num_classes"))
+    return clean
+
+
+def _weak_ddpm(node, nets: Nets, method: str):
+    weak = nets.load(nets.path_for(node, "weak_ddpm_checkpoint", method), "ddpm")
+    check_compatible(nets.ddpm, weak, keys=("schedule", "image_shape"))
+    return weak
+
+
+def _build_target(node: dict, nets: Nets, method: str) -> tuple[Guidance, torch.nn.Module]:
+    """A user's method: `_target_` called with the node's other keys and the nets its parameters name."""
+    try:
+        target = pydoc.locate(node["_target_"])  # None when no such module or attribute
+    except pydoc.ErrorDuringImport as err:  # the module exists and fails as it is imported
+        raise ValueError(f"method {method!r}: importing _target_ {node['_target_']!r} failed: {err.value!r}") from err
+    if target is None:
+        raise ValueError(f"method {method!r}: _target_ {node['_target_']!r} cannot be imported; is its package "
+                         "installed, or on PYTHONPATH?")
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    reserved = {"_target_", *SAMPLING_OVERRIDES, *(key for key in NET_PARAMETERS.values() if key)}
+    kwargs = {key: value for key, value in node.items() if key not in reserved}
+    model = nets.ddpm
+    if "classifier" in parameters:
+        kwargs["classifier"], _ = _noisy_classifier(node, nets, method)
+    if "clean_classifier" in parameters:
+        path = nets.path_for(node, "clean_classifier_checkpoint", method)
+        kwargs["clean_classifier"] = _clean_classifier(path, nets, method)
+    if "weak_ddpm" in parameters:
+        kwargs["weak_ddpm"] = _weak_ddpm(node, nets, method)
+    if "inner" in parameters:
+        if "inner" not in node:
+            raise ValueError(f"method {method!r}: {node['_target_']} takes `inner`; give it a method node there")
+        kwargs["inner"], model = _build(node["inner"], nets, method)
+    try:
+        guidance = target(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"method {method!r}: {node['_target_']}(...) does not take this node's keys "
+                         f"{sorted(kwargs)}: {err}") from err
+    if not isinstance(guidance, Guidance):
+        raise ValueError(f"method {method!r}: {node['_target_']} made a {type(guidance).__name__}, not a "
+                         "guidelab.diffusion.Guidance")
+    return guidance, model
 
 
 def build_methods(nodes: dict, nets: Nets, device=None) -> dict[str, SweepMethod]:
@@ -155,7 +214,7 @@ def build_methods(nodes: dict, nets: Nets, device=None) -> dict[str, SweepMethod
         raise ValueError("no guidance method selected: pass method=[classifier,...] (files of conf/method/)")
     methods = {}
     for name, node in nodes.items():
-        node = dict(node)
+        node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
         guidance, model = _build(node, nets, name)
         if node.get("kind") == "auto":
             name = guidance.name
