@@ -242,6 +242,15 @@ def test_aggregate_averages_cost_and_the_table_shows_the_spread():
     console = Console(record=True, width=200)
     print_table([single], console=console)
     assert "±" not in console.export_text()
+    # a metric only one of two runs has (the other's was NaN) gets its value and no spread, not "± 0"
+    half = doc(3.0, 0.006)
+    half["rows"][0]["precision"] = float("nan")
+    (row,) = aggregate([doc(1.0, 0.004), half])
+    assert row["num_runs"] == 2 and row["precision"] == 0.5 and row["precision_std"] is None
+    console = Console(record=True, width=200)
+    print_table([row], console=console)
+    line = next(line for line in console.export_text().splitlines() if "classifier" in line)
+    assert [cell.strip() for cell in line.strip("│ ").split("│")][2:5] == ["2 ± 1.4", "0.9 ± 0", "0.5"]
 
 
 def test_trajectory_plot_spans_the_whole_trajectory_and_names_unguided_scales():
@@ -300,3 +309,23 @@ def test_print_table_goes_through_richs_global_console():
     finally:
         rich.reconfigure()
     assert "guided sampling across scales" in log.getvalue() and "classifier" in log.getvalue()
+
+
+def test_aggregate_names_a_partial_sweep(tmp_path, capsys):
+    """A job that died after its first method left a report of that method (settings.methods_pending); the
+    aggregate says so and averages each method over the jobs that sampled it."""
+    from guidelab.apps.aggregate import run_aggregate
+
+    def row(method, fid):
+        return {"method": method, "scale": 1.0, "fid": fid, "accuracy": 0.5, "precision": 0.5, "recall": 0.5}
+
+    jobs = {"0": {"rows": [row("classifier", 1.0), row("cgpp", 2.0)], "settings": {"methods_pending": []}},
+            "1": {"rows": [row("classifier", 3.0)], "settings": {"methods_pending": ["cgpp"]}}}
+    for job, doc in jobs.items():
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "quality_diversity.json").write_text(json.dumps(doc))
+    rows = run_aggregate([str(tmp_path), "--no-wandb"])
+    out = capsys.readouterr().out
+    assert f"note: {tmp_path / '1' / 'quality_diversity.json'} is a partial sweep; its methods cgpp" in out
+    assert out.count("note:") == 1  # the complete job gets none
+    assert {r["method"]: (r["fid"], r["num_runs"]) for r in rows} == {"classifier": (2.0, 2), "cgpp": (2.0, 1)}

@@ -48,9 +48,9 @@ COSTS = ("nfe_per_sample", "s_per_sample", "samples_per_s")
 
 
 def aggregate(documents: list[dict]) -> list[dict]:
-    """One row per (method, scale): <metric> (mean over jobs), <metric>_std (sample std, 0 for one job),
-    the mean cost (COSTS) and num_runs. Rows written before sweeps named their method carry none and group
-    together."""
+    """One row per (method, scale): <metric> (mean over jobs), <metric>_std (sample std; None where fewer than two
+    jobs have that metric, so no spread is claimed), the mean cost (COSTS) and num_runs. Rows written before
+    sweeps named their method carry none and group together."""
     groups = defaultdict(lambda: defaultdict(list))
     for doc in documents:
         for row in doc["rows"]:
@@ -64,7 +64,7 @@ def aggregate(documents: list[dict]) -> list[dict]:
         values = groups[(method, scale)]
         for metric in METRICS:
             row[metric] = statistics.fmean(values[metric]) if values[metric] else None
-            row[f"{metric}_std"] = statistics.stdev(values[metric]) if len(values[metric]) > 1 else 0.0
+            row[f"{metric}_std"] = statistics.stdev(values[metric]) if len(values[metric]) > 1 else None
         for cost in COSTS:
             if values[cost]:
                 row[cost] = statistics.fmean(values[cost])
@@ -99,6 +99,11 @@ def run_aggregate(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     found = collect(args.root)
     ensure_writable(args.root, fix="make it writable, or copy the multirun dir to a writable place")
+    for path, doc in found:
+        pending = (doc.get("settings") or {}).get("methods_pending")
+        if pending:  # a job that died after its first methods (guidelab-sweep writes its report after each)
+            print(f"note: {path} is a partial sweep; its methods {', '.join(pending)} were never sampled, so their "
+                  "rows average fewer runs (num_runs)")
     rows = aggregate([doc for _, doc in found])
     out = {"runs": [str(path) for path, _ in found], "rows": rows}
     (args.root / "aggregate.json").write_text(json.dumps(out, indent=2))
