@@ -56,6 +56,12 @@ def test_sweep_writes_report_and_wandb_media(checkpoints, tmp_path):
     assert doc["settings"]["sampler"] == "ddim" and doc["settings"]["steps"] == 5
     assert doc["settings"]["num_classes"] == 10  # the digits; the sample grids put one class per column
     assert doc["settings"]["methods_pending"] == []  # the whole sweep
+    import guidelab
+    import torch
+
+    versions = doc["settings"]["versions"]  # what produced it
+    assert versions["guidelab"] == guidelab.__version__ != "unknown" and versions["torch"] == torch.__version__
+    assert versions["pytorch_lightning"] and versions["device"]
     assert doc["timings"]["sampling_s"] > 0
     assert {row["method"] for row in doc["rows"]} == {"classifier"}
     assert all(row["nfe_per_sample"] == 3 * 5 for row in doc["rows"])  # eps + classifier forward + backward, 5 steps

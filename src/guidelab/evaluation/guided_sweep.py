@@ -23,7 +23,7 @@ from guidelab.metrics import QualityDiversityMetrics
 
 from .fast_nets import FastPath, with_fast_nets
 from .guidance_methods import SweepMethod
-from .result import SweepResult
+from .result import SweepResult, software_versions
 from .sweep_settings import SweepSettings
 
 
@@ -257,7 +257,8 @@ def run_guided_sweep(
                    "samples_per_s": total / sampling_s if sampling_s > 0 else float("nan"), "world_size": world}
         info = {**asdict(settings), "num_classes": num_classes, "steps": settings.steps or schedule.num_steps,
                 "T": schedule.T, "schedule": schedule.kind, "features": getattr(metrics, "features_kind", None),
-                "methods": dict(per_method), "methods_pending": [m for m in methods if m not in per_method]}
+                "methods": dict(per_method), "methods_pending": [m for m in methods if m not in per_method],
+                "versions": software_versions(device)}
         return SweepResult(rows=list(rows), settings=info, timings=timings, grids=dict(grids),
                            trajectory=dict(trajectory))
 

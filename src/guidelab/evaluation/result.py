@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
@@ -29,3 +30,24 @@ class SweepResult:
     def to_json(self) -> dict:
         """The quality_diversity.json document: rows, settings, timings and the trajectory diagnostics."""
         return {"rows": self.rows, "settings": self.settings, "timings": self.timings, "trajectory": self.trajectory}
+
+
+def software_versions(device: torch.device | None = None) -> dict:
+    """What produced a result, recorded in its JSON: guidelab, torch (and its CUDA), Lightning, Python, the device."""
+    import platform
+
+    import guidelab
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    versions = {"guidelab": guidelab.__version__, "torch": torch.__version__, "cuda": torch.version.cuda,
+                "pytorch_lightning": installed("pytorch-lightning"), "python": platform.python_version()}
+    if device is not None and torch.device(device).type == "cuda":
+        versions["device"] = torch.cuda.get_device_name(device)
+    elif device is not None:
+        versions["device"] = platform.processor() or platform.machine()
+    return versions
