@@ -44,8 +44,12 @@ def sweep_config(out, ckpts, extra=(), **which):
     ])
 
 
-def test_sweep_writes_report_and_wandb_media(checkpoints, tmp_path):
+def test_sweep_writes_report_and_wandb_media(checkpoints, tmp_path, capsys):
     result, paths = run_sweep(sweep_config(tmp_path, checkpoints))
+    # written to a file or pipe (as pytest captures it), each long stage leaves a plain progress line
+    out = capsys.readouterr().out
+    assert "features of 100 real images (classifier): batch 1/1" in out
+    assert "guided sampling: classifier: batch" in out
     doc = json.loads((tmp_path / "quality_diversity.json").read_text())
     assert [row["scale"] for row in doc["rows"]] == [-1.0, 0.0, 2.0]
     for row in doc["rows"]:

@@ -29,14 +29,20 @@ from .sweep_settings import SweepSettings
 
 def metrics_with_real_set(eval_classifier, datamodule, num_classes: int, *, features: str, inception_weights,
                           num_real: int, split: str, batch_size: int, device, rank: int = 0,
-                          world: int = 1) -> QualityDiversityMetrics:
+                          world: int = 1, progress: bool = True) -> QualityDiversityMetrics:
     """QualityDiversityMetrics with the real set (the first `num_real` images of `split`) added once;
-    under DDP each rank adds its stride of it and compute() syncs."""
+    under DDP each rank adds its stride of it and compute() syncs. A progress bar on rank 0: through Inception,
+    tens of thousands of real images take minutes."""
     metrics = QualityDiversityMetrics(eval_classifier, num_classes, features=features,
                                       inception_weights=inception_weights).to(device)
     real, _ = datamodule.real_images(num_real, split=split)
-    for batch in real[rank::world].split(batch_size):
-        metrics.update_real(batch.to(device))
+    batches = real[rank::world].split(batch_size)
+    with Progress(disable=not progress or rank != 0, transient=True) as bar:
+        task = bar.add_task(f"features of {len(real)} real images ({features})", total=len(batches))
+        for batch in batches:
+            metrics.update_real(batch.to(device))
+            bar.advance(task)
+            log_line(bar, task)
     return metrics
 
 
