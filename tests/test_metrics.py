@@ -213,3 +213,20 @@ def test_inception_missing_weights_and_unknown_kind(eval_net, tmp_path, monkeypa
         make_feature_extractor("inception")
     with pytest.raises(ValueError, match="classifier.*inception"):
         make_feature_extractor("clip", eval_net)
+
+
+def test_each_batch_goes_through_the_feature_extractor_once(digits, eval_net):
+    """FID and precision/recall share one feature pass per batch (through Inception, the cost of scoring);
+    the accuracy adds the evaluation classifier's own forward on generated samples."""
+    x, y = digits
+    metrics = QualityDiversityMetrics(eval_net, 10)
+    calls = eval_net.forward_calls
+    metrics.update_real(x[:100])
+    assert eval_net.forward_calls == calls + 1
+    metrics.update_fake(x[100:200], y[100:200])
+    assert eval_net.forward_calls == calls + 3  # features once, logits once
+    reference = FrechetInceptionDistance(feature=ClassifierFeatures(eval_net))
+    reference.update(x[:100], real=True)
+    reference.update(x[100:200], real=False)
+    assert metrics.compute()["fid"] == pytest.approx(float(reference.compute()), rel=1e-9)
+    assert metrics.extractor._last is None  # no batch held past its update

@@ -134,3 +134,14 @@ def test_sweep_batches_are_near_equal_and_within_batch_size(oracle):
                      progress=False)
     assert sorted({rows for _, rows in model.calls}) == [11, 12]
     assert sum(rows for _, rows in model.calls) == 35 * 2  # every sample, every step
+
+
+def test_samples_are_scored_in_batches_of_batch_size(oracle):
+    """The metrics (Inception for FID on a GPU) see at most batch_size samples at a time, every sample once."""
+    seen = []
+    counting = SimpleNamespace(reset_fake=lambda: seen.append([]), compute=dict,
+                               update_fake=lambda images, targets: seen[-1].append(len(images)))
+    chosen = settings(scales=[0.0, 2.0], samples_per_scale=20, batch_size=8, steps=2, clip_denoised=False)
+    method = SweepMethod("classifier", ClassifierGuidance(oracle.classify, num_classes=3), Spy(oracle.eps))
+    run_guided_sweep({"classifier": method}, oracle.schedule, (2,), 3, counting, chosen, device="cpu", progress=False)
+    assert seen == [[8, 8, 4], [8, 8, 4]]

@@ -279,7 +279,11 @@ def run_guided_sweep(
             for k, w in enumerate(settings.scales):
                 mine = scale_index == k
                 metrics.reset_fake()
-                metrics.update_fake(images[mine], targets[mine])
+                # in batches, as the real set: Inception on every sample of a scale at once (10,000 CIFAR images
+                # upsampled to 299x299 are 10.7 GB of input alone) would not fit
+                for part, part_targets in zip(images[mine].split(settings.batch_size),
+                                              targets[mine].split(settings.batch_size)):
+                    metrics.update_fake(part, part_targets)
                 rows.append({"method": name, "scale": w, **metrics.compute(), **cost,
                              "num_samples": settings.samples_per_scale,
                              "scale_schedule": settings.scale_schedule_label()})
