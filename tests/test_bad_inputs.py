@@ -328,6 +328,9 @@ SWEEP_REFUSALS = [
     ({"extra": ["guidance.batch_size=0"]}, ConfigError, r"guidance.\*.*batch_size must be >= 1"),
     ({"extra": ["metrics.features=inception", "metrics.inception_weights=/nonexistent/inception.pth"]}, ConfigError,
      r"metrics.features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
+    ({"extra": ["metrics.num_real=5000"]}, ConfigError,
+     r"metrics.num_real=5000, metrics.real_split=train: n must be an integer in \[1, \d+\] \(the size of the train "
+     "split\), got 5000; lower metrics.num_real"),
     ({"extra": ["guidance.sampler=euler"]}, ConfigError, r"guidance.\*.*sampler must be one of \['ddim', 'ddpm'"),
     ({"extra": ["guidance.eta=-0.5"]}, ConfigError, r"guidance.\*.*eta must be >= 0, got -0.5"),
     # a method that cannot take the sampler is refused before the methods ahead of it sample
@@ -342,7 +345,7 @@ SWEEP_REFUSALS = [
 
 
 @pytest.mark.parametrize("which,error,match", SWEEP_REFUSALS, ids=[
-    "scale_abc", "ddpm_kind", "no_classifier", "data_shape", "batch_size", "inception_weights", "sampler_name",
+    "scale_abc", "ddpm_kind", "no_classifier", "data_shape", "batch_size", "inception_weights", "num_real", "sampler_name",
     "eta_negative", "mean_form_ddim", "cgpp_ddpm", "ode_eta"])
 def test_more_sweep_refusals(ckpts, tmp_path, which, error, match):
     with pytest.raises(error, match=match):

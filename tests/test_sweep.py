@@ -219,6 +219,24 @@ def test_callback_refuses_a_method_its_sampler_cannot_run_before_training(checkp
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("extra,match", [
+    (["callbacks.guided_sampling.metrics.num_real=100000"], r"metrics.num_real=100000 .* n must be an integer in \[1, \d+\]"),
+    (["callbacks.guided_sampling.metrics.features=inception",
+      "callbacks.guided_sampling.metrics.inception_weights=/nonexistent/inception.pth"],
+     "metrics.features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
+], ids=["num_real", "inception_weights"])
+def test_callback_refuses_bad_metric_settings_before_training(checkpoints, tmp_path, extra, match):
+    overrides = tiny_train_overrides(tmp_path, "classifier", steps=1) + [
+        "callbacks=guided_sampling",
+        f"callbacks.guided_sampling.ddpm_checkpoint={checkpoints['ddpm']}",
+        f"callbacks.guided_sampling.eval_classifier_checkpoint={checkpoints['eval_classifier']}",
+        *extra,
+    ]
+    with pytest.raises(ValueError, match=match):
+        train(compose_config("train", overrides))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_same_seed_gives_identical_sweeps(checkpoints, tmp_path):
     first, _ = run_sweep(sweep_config(tmp_path / "a", checkpoints))
     second, _ = run_sweep(sweep_config(tmp_path / "b", checkpoints))

@@ -78,6 +78,11 @@ def run_sweep(cfg: DictConfig):
         settings.check_methods(ddpm.schedule, ddpm.meta["image_shape"], methods)
     except ValueError as err:
         raise ConfigError(f"invalid sampling settings (guidance.*, method.*): {err}") from err
+    try:
+        datamodule.check_real_count(cfg.metrics.num_real, cfg.metrics.real_split)
+    except ValueError as err:
+        raise ConfigError(f"metrics.num_real={cfg.metrics.num_real}, metrics.real_split={cfg.metrics.real_split}: "
+                          f"{err}; lower metrics.num_real or pick the other split") from err
     if cfg.metrics.features == "inception":  # before any work: the weights are read from disk, never downloaded
         try:
             require_inception_weights(cfg.metrics.inception_weights)
