@@ -327,10 +327,15 @@ SWEEP_REFUSALS = [
     ({"extra": ["data.image_size=16"]}, CheckpointError, r"image_shape: ddpm .* has \[1, 8, 8\], data .* has \[1, 16, 16\]"),
     ({"extra": ["guidance.batch_size=0"]}, ConfigError, r"guidance.\*.*batch_size must be >= 1"),
     ({"extra": ["metrics.features=inception", "metrics.inception_weights=/nonexistent/inception.pth"]}, ConfigError,
-     r"metrics.features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
+     r"metrics\.\*\): features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
     ({"extra": ["metrics.num_real=5000"]}, ConfigError,
-     r"metrics.num_real=5000, metrics.real_split=train: n must be an integer in \[1, \d+\] \(the size of the train "
-     "split\), got 5000; lower metrics.num_real"),
+     r"metrics\.\*\): num_real=5000 \(real_split=train\): n must be an integer in \[1, \d+\] \(the size of the "
+     "train split\), got 5000; lower num_real"),
+    ({"extra": ["metrics.features=clip"]}, ConfigError,
+     r"metrics\.\*\): features must be one of \['classifier', 'inception'\], got 'clip'"),
+    ({"extra": ["metrics.real_split=test"]}, ConfigError, r"metrics\.\*\): real_split must be 'train' or 'val'"),
+    ({"extra": ["device=tpu"]}, ConfigError, r"device='tpu' is not a torch device; use device=auto, cpu, cuda"),
+    ({"extra": ["guidance.grid_size=-3"]}, ConfigError, r"guidance.\*.*grid_size .* must be >= 0, got -3"),
     ({"extra": ["guidance.sampler=euler"]}, ConfigError, r"guidance.\*.*sampler must be one of \['ddim', 'ddpm'"),
     ({"extra": ["guidance.eta=-0.5"]}, ConfigError, r"guidance.\*.*eta must be >= 0, got -0.5"),
     # a method that cannot take the sampler is refused before the methods ahead of it sample
@@ -345,7 +350,8 @@ SWEEP_REFUSALS = [
 
 
 @pytest.mark.parametrize("which,error,match", SWEEP_REFUSALS, ids=[
-    "scale_abc", "ddpm_kind", "no_classifier", "data_shape", "batch_size", "inception_weights", "num_real", "sampler_name",
+    "scale_abc", "ddpm_kind", "no_classifier", "data_shape", "batch_size", "inception_weights", "num_real",
+    "features_kind", "real_split", "device", "grid_size", "sampler_name",
     "eta_negative", "mean_form_ddim", "cgpp_ddpm", "ode_eta"])
 def test_more_sweep_refusals(ckpts, tmp_path, which, error, match):
     with pytest.raises(error, match=match):

@@ -220,10 +220,11 @@ def test_callback_refuses_a_method_its_sampler_cannot_run_before_training(checkp
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["callbacks.guided_sampling.metrics.num_real=100000"], r"metrics.num_real=100000 .* n must be an integer in \[1, \d+\]"),
+    (["callbacks.guided_sampling.metrics.num_real=100000"],
+     r"callbacks.guided_sampling.metrics.\*\): num_real=100000 .* n must be an integer in \[1, \d+\]"),
     (["callbacks.guided_sampling.metrics.features=inception",
       "callbacks.guided_sampling.metrics.inception_weights=/nonexistent/inception.pth"],
-     "metrics.features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
+     "features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
 ], ids=["num_real", "inception_weights"])
 def test_callback_refuses_bad_metric_settings_before_training(checkpoints, tmp_path, extra, match):
     overrides = tiny_train_overrides(tmp_path, "classifier", steps=1) + [

@@ -19,8 +19,7 @@ from guidelab.apps.notices import quiet_library_notices
 from guidelab.evaluation.guidance_methods import Nets, build_methods
 from guidelab.evaluation.guided_sweep import metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
-from guidelab.evaluation.sweep_settings import SweepSettings
-from guidelab.metrics.features import require_inception_weights
+from guidelab.evaluation.sweep_settings import SweepSettings, check_metric_settings
 from guidelab.modules import CheckpointError, load_module
 
 CHECKPOINT_KEYS = ("ddpm_checkpoint", "eval_classifier_checkpoint", "classifier_checkpoint",
@@ -65,29 +64,32 @@ def write_partial_report(partial, output_dir) -> None:
           f"results so far in {paths['quality_diversity.json']}", flush=True)
 
 
+def sweep_device(value) -> torch.device:
+    """The device `device=` names: auto (the GPU where there is one, else the CPU), cpu, cuda or cuda:N."""
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device={value!r} is not a torch device; use device=auto, cpu, cuda or cuda:N") from err
+
+
 def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
     check_cuda_visible("device", cfg.device, "sample on the CPU with device=cpu, or leave device=auto (the GPU where "
                        "there is one)")
     datamodule = instantiate(cfg.data)
     settings = guidance_settings(cfg)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = sweep_device(cfg.device)
     ddpm, eval_classifier, methods = load_and_check(cfg, datamodule, device)
     try:
         settings.check_methods(ddpm.schedule, ddpm.meta["image_shape"], methods)
     except ValueError as err:
         raise ConfigError(f"invalid sampling settings (guidance.*, method.*): {err}") from err
     try:
-        datamodule.check_real_count(cfg.metrics.num_real, cfg.metrics.real_split)
+        check_metric_settings(cfg.metrics, datamodule)
     except ValueError as err:
-        raise ConfigError(f"metrics.num_real={cfg.metrics.num_real}, metrics.real_split={cfg.metrics.real_split}: "
-                          f"{err}; lower metrics.num_real or pick the other split") from err
-    if cfg.metrics.features == "inception":  # before any work: the weights are read from disk, never downloaded
-        try:
-            require_inception_weights(cfg.metrics.inception_weights)
-        except FileNotFoundError as err:
-            raise ConfigError(f"metrics.features=inception: {err}") from err
+        raise ConfigError(f"invalid metric settings (metrics.*): {err}") from err
     pl.seed_everything(cfg.seed)
     output_dir = ensure_writable(cfg.paths.output_dir)
     loggers = make_loggers(cfg, output_dir)

@@ -12,9 +12,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from guidelab.evaluation.guidance_methods import Nets, build_methods
 from guidelab.evaluation.guided_sweep import metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
-from guidelab.evaluation.sweep_settings import SweepSettings
+from guidelab.evaluation.sweep_settings import SweepSettings, check_metric_settings
 from guidelab.metrics import QualityDiversityMetrics
-from guidelab.metrics.features import require_inception_weights
 from guidelab.modules import check_compatible, load_module
 
 
@@ -60,18 +59,10 @@ class GuidedSamplingCallback(pl.Callback):
         self.nets = Nets(ddpm=self.ddpm, classifier=self.guide, eval_classifier=self.eval_classifier, paths=self.paths)
         self.methods = build_methods(self.method_nodes, self.nets)
         self.settings.check_methods(self.ddpm.schedule, self.ddpm.meta["image_shape"], self.methods)
-        m = self.metric_settings
-        if trainer.datamodule is not None:  # the real set of the first sweep, counted now rather than an epoch in
-            try:
-                trainer.datamodule.check_real_count(m["num_real"], m["real_split"])
-            except ValueError as err:
-                raise ValueError(f"callbacks.guided_sampling.metrics.num_real={m['num_real']} (real_split="
-                                 f"{m['real_split']}): {err}; lower it or pick the other split") from err
-        if m["features"] == "inception":  # read from disk at the first sweep, never downloaded: checked now
-            try:
-                require_inception_weights(m["inception_weights"])
-            except FileNotFoundError as err:
-                raise ValueError(f"callbacks.guided_sampling.metrics.features=inception: {err}") from err
+        try:  # the first sweep's real set and feature space, checked now rather than an epoch in
+            check_metric_settings(self.metric_settings, trainer.datamodule)
+        except ValueError as err:
+            raise ValueError(f"invalid metric settings (callbacks.guided_sampling.metrics.*): {err}") from err
         self.metrics = None
 
     def _prepare_metrics(self, trainer: pl.Trainer, device) -> QualityDiversityMetrics:

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from guidelab.diffusion import SAMPLERS, Guidance, GuidanceInterval, NoiseSchedule, check_sampling
 from guidelab.diffusion.scale_schedules import SCALE_SCHEDULES
+from guidelab.metrics.features import FEATURE_KINDS, require_inception_weights
 
 from .fast_nets import FastPath
 from .guidance_methods import SweepMethod
@@ -58,6 +59,9 @@ class SweepSettings:
                              f"got {self.samples_per_scale}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.grid_size < 0:
+            raise ValueError(f"grid_size (samples per scale in the image grids, 0 for none) must be >= 0, got "
+                             f"{self.grid_size}")
         FastPath.choose(self.fast_path, "cpu")  # refuses an unknown name
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
@@ -104,3 +108,24 @@ class SweepSettings:
     def for_method(self, method: SweepMethod) -> dict:
         """sampler / steps / eta for one method: the shared values unless its node overrides them."""
         return {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, **method.overrides}
+
+
+def check_metric_settings(metrics, datamodule=None) -> None:
+    """The metric settings (conf/sweep_metrics/default.yaml: features, inception_weights, num_real, real_split)
+    against what they need, before any work: a known feature space, Inception weights on disk (never downloaded),
+    and a real set the data's split can serve (counted on `datamodule` when given). Raises ValueError naming the key."""
+    if metrics["features"] not in FEATURE_KINDS:
+        raise ValueError(f"features must be one of {list(FEATURE_KINDS)}, got {metrics['features']!r}")
+    if metrics["features"] == "inception":
+        try:
+            require_inception_weights(metrics["inception_weights"])
+        except FileNotFoundError as err:
+            raise ValueError(f"features=inception: {err}") from err
+    if metrics["real_split"] not in ("train", "val"):
+        raise ValueError(f"real_split must be 'train' or 'val', got {metrics['real_split']!r}")
+    if datamodule is not None:
+        try:
+            datamodule.check_real_count(metrics["num_real"], metrics["real_split"])
+        except ValueError as err:
+            raise ValueError(f"num_real={metrics['num_real']} (real_split={metrics['real_split']}): {err}; lower "
+                             "num_real or pick the other split") from err
