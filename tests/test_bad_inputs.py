@@ -309,8 +309,9 @@ def test_resume_and_init_from_refusals(run_ckpts, tmp_path, extra, match):
       r"net.attention_resolutions=\[16\]: .* never occur for 8x8 images .* override net.attention_resolutions=\[4\]"),
      (["+net.attention_resolutions=[4]"], "give net.attention_resolutions .* or net.attention_downsample .* not both"),
      (["net.attention_downsample=[3]"], r"net.attention_downsample=\[3\]: factors \[3\] give no feature map"),
-     (["data.val_fraction=1.5"], "val_fraction must be a number strictly between 0 and 1")],
-    ids=["attention_size", "attention_both", "attention_factor", "val_fraction"],
+     (["data.val_fraction=1.5"], "val_fraction must be a number strictly between 0 and 1"),
+     (["task.ema.decay=1.5"], r"task.ema.decay: EMA decay must be in \[0, 1\), got 1.5; e.g. task.ema.decay=0.9999")],
+    ids=["attention_size", "attention_both", "attention_factor", "val_fraction", "ema_decay"],
 )
 def test_invalid_net_and_data_values(tmp_path, extra, match):
     with pytest.raises(ConfigError, match=match):

@@ -13,8 +13,8 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import (CONFIG_PATH, check_cuda_visible, ensure_writable, instantiate, print_config_tree,
-                                  read_data_shape)
+from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, ensure_writable, instantiate,
+                                  print_config_tree, read_data_shape)
 from guidelab.apps.errors import MarkWorkStarted, app_failures
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.notices import quiet_library_notices
@@ -28,7 +28,10 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if cfg.task.get("ema"):
         # our fused, sync-free EMA with the semantics of Lightning's EMAWeightAveraging (see its docstring)
-        callbacks.append(FusedEMA(decay=cfg.task.ema.decay))
+        try:
+            callbacks.append(FusedEMA(decay=cfg.task.ema.decay))
+        except ValueError as err:
+            raise ConfigError(f"task.ema.decay: {err}; e.g. task.ema.decay=0.9999 (or task.ema=null for none)") from err
     return callbacks
 
 
