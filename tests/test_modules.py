@@ -59,7 +59,7 @@ class LogRecorder:
     def __init__(self):
         self.logged = {}
 
-    def log(self, name, value):
+    def log(self, name, value, **options):  # LightningModule.log's options (sync_dist, ...) do not change the value
         self.logged[name] = float(value)
 
 

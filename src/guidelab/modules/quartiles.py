@@ -44,6 +44,8 @@ class QuartileMetrics(torch.nn.Module):
     def log_and_reset(self, module: pl.LightningModule) -> None:
         for q, (metric, samples) in enumerate(zip(self.metrics, self.samples)):
             if samples.compute() > 0:  # the count over all ranks
-                module.log(f"{self.name}_q{q}", metric.compute())
+                # compute() already holds every rank's samples, so the sync's mean of equal values changes nothing;
+                # it is what tells Lightning the value is global (else it warns once per quartile under DDP)
+                module.log(f"{self.name}_q{q}", metric.compute(), sync_dist=True)
             metric.reset()
             samples.reset()
