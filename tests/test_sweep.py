@@ -148,12 +148,17 @@ def test_a_users_own_method_from_their_config_dir(checkpoints, tmp_path):
     ours = sample(ddpm, ddpm.schedule, noise.shape, guidance=ClassifierGuidance(scaled.classifier), scale=1.0, **run)
     assert torch.allclose(sample(ddpm, ddpm.schedule, noise.shape, guidance=scaled, scale=2.0, **run), ours)
     assert not torch.allclose(sample(ddpm, ddpm.schedule, noise.shape, guidance=scaled, scale=1.0, **run), ours)
+    # a wrapper of theirs around a method of ours: `inner` is built from its own node, with its nets
+    half = build_methods({"half": {"_target_": "user_configs.HalfScale", "inner": {"kind": "classifier"}}}, nets)
+    assert torch.allclose(sample(ddpm, ddpm.schedule, noise.shape, guidance=half["half"].guidance, scale=2.0, **run),
+                          ours)
 
 
 @pytest.mark.parametrize("node,match", [
     ({"_target_": "no_such_package.Rule"}, "cannot be imported; is its package installed"),
     ({"_target_": "user_configs.ScaledClassifierGuidance", "factr": 0.5}, r"does not take this node's keys"),
     ({"_target_": "collections.OrderedDict"}, "made a OrderedDict, not a guidelab.diffusion.Guidance"),
+    ({"_target_": "user_configs.HalfScale"}, "takes `inner`; give it a method node there"),
 ])
 def test_a_users_method_node_that_cannot_be_built_is_named(checkpoints, tmp_path, node, match):
     from guidelab.evaluation.guidance_methods import Nets, build_methods

@@ -4,7 +4,7 @@ own (`ScaledClassifierGuidance`, standing for a class in their package) selected
 
 from pathlib import Path
 
-from guidelab.diffusion import ClassifierGuidance
+from guidelab.diffusion import ClassifierGuidance, Guidance
 
 USER_NET = {"base_channels": 8, "channel_mult": [1], "attention_resolutions": []}
 USER_BATCH_SIZE = 16
@@ -58,6 +58,25 @@ class ScaledClassifierGuidance(ClassifierGuidance):
 
     def describe(self) -> dict:
         return {**super().describe(), "method": self.name, "factor": self.factor}
+
+
+class HalfScale(Guidance):
+    """A user's wrapper: any method (`inner`, a method node of its own) at half the sweep's scale."""
+
+    name = "half_scale"
+
+    def __init__(self, inner: Guidance):
+        self.inner = inner
+        self.num_classes, self.needs_labels = inner.num_classes, inner.needs_labels
+
+    def check(self, **kwargs) -> None:
+        self.inner.check(**kwargs)
+
+    def __call__(self, step):
+        return self.inner(step.with_scale_factor(0.5))
+
+    def unguided(self, step):
+        return self.inner.unguided(step)
 
 
 def write_user_configs(root: Path) -> Path:

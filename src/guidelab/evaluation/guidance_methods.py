@@ -179,29 +179,32 @@ def _build_target(node: dict, nets: Nets, method: str) -> tuple[Guidance, torch.
     if target is None:
         raise ValueError(f"method {method!r}: _target_ {node['_target_']!r} cannot be imported; is its package "
                          "installed, or on PYTHONPATH?")
-    try:
-        parameters = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        parameters = {}
     reserved = {"_target_", *SAMPLING_OVERRIDES, *(key for key in NET_PARAMETERS.values() if key)}
     kwargs = {key: value for key, value in node.items() if key not in reserved}
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call itself will say
+        signature = None
+    wanted = [name for name in NET_PARAMETERS if signature is not None and name in signature.parameters]
+    if signature is not None:  # the node's keys against the constructor, before any net is loaded
+        try:
+            signature.bind(**kwargs, **{name: None for name in wanted if name not in kwargs})
+        except TypeError as err:
+            raise ValueError(f"method {method!r}: {node['_target_']} does not take this node's keys "
+                             f"{sorted(kwargs)}: {err}") from err
     model = nets.ddpm
-    if "classifier" in parameters:
+    if "classifier" in wanted:
         kwargs["classifier"], _ = _noisy_classifier(node, nets, method)
-    if "clean_classifier" in parameters:
+    if "clean_classifier" in wanted:
         path = nets.path_for(node, "clean_classifier_checkpoint", method)
         kwargs["clean_classifier"] = _clean_classifier(path, nets, method)
-    if "weak_ddpm" in parameters:
+    if "weak_ddpm" in wanted:
         kwargs["weak_ddpm"] = _weak_ddpm(node, nets, method)
-    if "inner" in parameters:
-        if "inner" not in node:
+    if "inner" in wanted:
+        if not isinstance(node.get("inner"), dict):
             raise ValueError(f"method {method!r}: {node['_target_']} takes `inner`; give it a method node there")
         kwargs["inner"], model = _build(node["inner"], nets, method)
-    try:
-        guidance = target(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"method {method!r}: {node['_target_']}(...) does not take this node's keys "
-                         f"{sorted(kwargs)}: {err}") from err
+    guidance = target(**kwargs)
     if not isinstance(guidance, Guidance):
         raise ValueError(f"method {method!r}: {node['_target_']} made a {type(guidance).__name__}, not a "
                          "guidelab.diffusion.Guidance")
