@@ -177,6 +177,22 @@ def test_unreachable_wandb_server_does_not_block_training(tmp_path, monkeypatch,
     assert not list((tmp_path / "wandb").glob("run-*"))  # no online run was attempted
 
 
+def test_the_end_of_a_wandb_run_is_bounded(tmp_path, monkeypatch):
+    """A server that hangs after the run started would hold the job at wandb.finish() until its time limit; the
+    logger's run waits at most logger.wandb.finish_timeout for its uploads (the rest stays in the run's files)."""
+    from guidelab.apps.loggers import make_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_config("train", [*tiny_train_overrides(tmp_path, "ddpm"), "logger=wandb",
+                                   "logger.wandb.finish_timeout=42"])
+    (logger,) = make_loggers(cfg, tmp_path)
+    try:
+        assert logger.experiment.settings.finish_timeout == 42
+        assert logger.experiment.settings.init_timeout == cfg.logger.wandb.init_timeout
+    finally:
+        logger.experiment.finish()
+
+
 class AnswersButNeverStartsRuns(http.server.BaseHTTPRequestHandler):
     """Answers the reachability probe, then hangs on every API call (as an overloaded server would)."""
 

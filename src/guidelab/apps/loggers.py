@@ -19,6 +19,7 @@ WANDB_ID_FILE = "wandb_id.txt"
 DEFAULT_WANDB_URL = "https://api.wandb.ai"
 REACHABILITY_TIMEOUT_S = 5.0
 AGGREGATE_INIT_TIMEOUT_S = 30.0  # guidelab-aggregate has no Hydra config; the apps' is logger.wandb.init_timeout
+AGGREGATE_FINISH_TIMEOUT_S = 300.0  # ... and logger.wandb.finish_timeout
 
 
 def wandb_has_key() -> bool:
@@ -55,16 +56,25 @@ def wandb_online_possible() -> bool:
     return False
 
 
-def make_wandb_logger(conf: dict, init_timeout: float) -> WandbLogger:
-    """The configured WandbLogger, with a bounded start-up; mode="offline" is passed to wandb.init itself, since
-    wandb keeps the mode it read when it first set up in this process."""
+def wandb_settings(init_timeout: float, finish_timeout: float | None):
+    """wandb.Settings bounding a run's start-up and its final upload. `finish_timeout` is left out where it is None
+    or this wandb does not know it: the end of a run then waits as long as the uploads take."""
     import wandb
 
+    bounds = {"init_timeout": init_timeout}
+    if finish_timeout is not None and "finish_timeout" in getattr(wandb.Settings, "model_fields", {}):
+        bounds["finish_timeout"] = finish_timeout
+    return wandb.Settings(**bounds)
+
+
+def make_wandb_logger(conf: dict, init_timeout: float, finish_timeout: float | None) -> WandbLogger:
+    """The configured WandbLogger, with a bounded start-up and end; mode="offline" is passed to wandb.init itself,
+    since wandb keeps the mode it read when it first set up in this process."""
     conf = dict(conf)
     target = hydra.utils.get_class(conf.pop("_target_"))
     if conf.get("offline"):
         conf["mode"] = "offline"
-    return target(**conf, settings=wandb.Settings(init_timeout=init_timeout))
+    return target(**conf, settings=wandb_settings(init_timeout, finish_timeout))
 
 
 def stop_wandb_service() -> None:
@@ -103,6 +113,7 @@ def make_loggers(cfg: DictConfig, output_dir: str | Path, resume_id: str | None 
             # WANDB_INIT_TIMEOUT, wandb's own variable, overrides the config's init_timeout
             init_timeout = float(os.environ.get("WANDB_INIT_TIMEOUT") or conf.pop("init_timeout"))
             conf.pop("init_timeout", None)
+            finish_timeout = conf.pop("finish_timeout", None)  # None (a config without it): wandb's own, no bound
             if conf.get("offline") == "auto":
                 conf["offline"] = not wandb_has_key() or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
             if not conf["offline"] and rank_zero_only.rank == 0:
@@ -116,7 +127,7 @@ def make_loggers(cfg: DictConfig, output_dir: str | Path, resume_id: str | None 
             if run_id:
                 conf.update(id=run_id, resume="allow")
             os.environ.setdefault("WANDB_SILENT", "true")
-            logger = make_wandb_logger(conf, init_timeout)
+            logger = make_wandb_logger(conf, init_timeout, finish_timeout)
             if rank_zero_only.rank == 0:
                 try:
                     run_id_now = logger.experiment.id
@@ -124,7 +135,7 @@ def make_loggers(cfg: DictConfig, output_dir: str | Path, resume_id: str | None 
                     warnings.warn(f"W&B could not start online within {init_timeout:.0f} s ({err}); logging offline "
                                   "instead (sync later with `wandb sync`)", RuntimeWarning, stacklevel=2)
                     stop_wandb_service()  # else it keeps retrying the failed online run until the process exits
-                    logger = make_wandb_logger({**conf, "offline": True}, init_timeout)
+                    logger = make_wandb_logger({**conf, "offline": True}, init_timeout, finish_timeout)
                     run_id_now = logger.experiment.id
                 id_file.parent.mkdir(parents=True, exist_ok=True)
                 id_file.write_text(run_id_now)
