@@ -161,10 +161,13 @@ def test_progress_bar_describes_the_runs_bound(max_epochs, max_steps):
         assert [d for _, d in seen] == ["Epoch 0/2"] * 2 + ["Epoch 1/2"] * 2 + ["Epoch 2/2"] * 2
 
 
-@pytest.mark.parametrize("every_s, lines", [(0.0, 4), (3600.0, 0)])
+@pytest.mark.parametrize("every_s, lines", [(0.0, ["Epoch 0, step 2/6", "Epoch 1, step 3/6", "Epoch 1, step 4/6",
+                                                  "Epoch 2, step 6/6"]),
+                                           (3600.0, ["Epoch 2, step 6/6"])])
 def test_progress_bar_prints_plain_lines_into_a_log_file(every_s, lines):
-    """Written to a file, Rich draws the bar only when it stops; the bar adds a plain line at a metrics
-    refresh, at most every `log_lines_every_s` seconds, so a SLURM log shows how far a run has come."""
+    """Written to a file, Rich would draw the bar once, when it stops, folded to 80 columns; there the bar prints
+    plain lines instead: one at a metrics refresh, at most every `log_lines_every_s` seconds, so a SLURM log shows
+    how far a run has come, and one as training ends."""
     import io
 
     import rich
@@ -182,11 +185,9 @@ def test_progress_bar_prints_plain_lines_into_a_log_file(every_s, lines):
     finally:
         rich.reconfigure()  # the bar configured Rich's global console with our file
     plain = [line for line in log.getvalue().splitlines() if "steps/s" in line]
-    assert len(plain) == lines
-    if lines:
-        # at the refreshes: every 3 steps and at the epoch ends (2, 4; the one at 6 adds no step, so no line)
-        assert [line.split(" | ")[0] for line in plain] == ["Epoch 0, step 2/6", "Epoch 1, step 3/6",
-                                                           "Epoch 1, step 4/6", "Epoch 2, step 6/6"]
-        assert all("train/loss: " in line and "v_num" not in line for line in plain)
+    # at the refreshes (every 3 steps and the epoch ends 2, 4), and as training ends (6, unless just printed)
+    assert [line.split(" | ")[0] for line in plain] == lines
+    assert all("train/loss: " in line and "v_num" not in line for line in plain)
+    assert "━" not in log.getvalue()  # no folded frame of the Rich bar
     with pytest.raises(ValueError, match="log_lines_every_s"):
         RichProgressBarEveryN(log_lines_every_s=-1)

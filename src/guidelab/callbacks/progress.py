@@ -23,8 +23,9 @@ class RichProgressBarEveryN(RichProgressBar):
     (Lightning-AI/pytorch-lightning#21925); an unbounded epoch count is now left without a total.
 
     Where the output is no terminal (a SLURM job's log, `> train.log`), Rich draws the bar only when it stops,
-    so a long run would log nothing for hours: there the bar also prints a plain line at a metrics refresh, at
-    most every `log_lines_every_s` seconds ("Epoch 3, step 500/10000 | 21.4 steps/s | train/loss: 0.071")."""
+    so a long run would log nothing for hours: there the bar prints a plain line at a metrics refresh, at most
+    every `log_lines_every_s` seconds ("Epoch 3, step 500/10000 | 21.4 steps/s | train/loss: 0.071"), and one as
+    training ends, instead of Rich's single frame (the bar folded to 80 columns, one metric word per line)."""
 
     def __init__(self, metrics_every_n_steps: int = 20, step_metrics=("train/loss", "train/acc"),
                  log_lines_every_s: float = 60.0, **kwargs):
@@ -67,20 +68,37 @@ class RichProgressBarEveryN(RichProgressBar):
             if self.progress is not None and self.train_progress_bar_id is not None and trainer.training:
                 description = self._get_train_description(trainer.current_epoch)
                 self.progress.update(self.train_progress_bar_id, description=description)
-                console = self.progress.console
-                if not (console.is_terminal or console.is_jupyter):  # where Rich draws the bar live, no lines
+                if not self._draws_live():  # where Rich draws the bar live, no lines
                     self._log_line(trainer, description.strip())
+
+    def _draws_live(self) -> bool:
+        console = self.progress.console
+        return console.is_terminal or console.is_jupyter
+
+    def _init_progress(self, trainer) -> None:
+        super()._init_progress(trainer)
+        if self.progress is not None and not self._draws_live():
+            # a file gets the plain lines instead: Rich's one frame there, when the bar stops, is the bar at 80
+            # columns with its metrics folded one word per line
+            self.progress.live.transient = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.progress is not None and self.train_progress_bar_id is not None and not self._draws_live():
+            self.get_metrics(trainer, pl_module)  # the metrics as training ends (one read of the device)
+            description = self.progress.tasks[self.train_progress_bar_id].description  # the bar's last words
+            self._log_line(trainer, description.strip(), final=True)
+        super().on_train_end(trainer, pl_module)
 
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         self._last_line = (time.monotonic(), trainer.global_step)
 
-    def _log_line(self, trainer, description: str) -> None:
-        """The plain progress line for a log file (see the class docstring), throttled by wall time; its metrics
-        are those the refresh just read (no second read of the device)."""
+    def _log_line(self, trainer, description: str, final: bool = False) -> None:
+        """The plain progress line for a log file (see the class docstring), throttled by wall time unless it is the
+        `final` one; its metrics are those the refresh just read (no second read of the device)."""
         now, step = time.monotonic(), trainer.global_step
         since, from_step = self._last_line or (now, step)
-        if now - since < self.log_lines_every_s or step == from_step:
+        if step == from_step or (now - since < self.log_lines_every_s and not final):
             return
         self._last_line = (now, step)
         shown = {name: value for name, value in self._metrics_read.items() if name != "v_num"}
