@@ -117,6 +117,7 @@ def test_sweep_that_dies_in_a_later_method_keeps_the_earlier_ones(checkpoints, t
     assert [(row["method"], row["scale"]) for row in doc["rows"]] == [("classifier", -1.0), ("classifier", 0.0),
                                                                        ("classifier", 2.0)]
     assert list(doc["settings"]["methods"]) == ["classifier"] and doc["settings"]["methods_pending"] == ["cgpp"]
+    assert doc["settings"]["ddpm_checkpoint"] == str(checkpoints["ddpm"])  # what it came from, as a whole sweep's
     assert (tmp_path / "quality_diversity.png").is_file() and (tmp_path / "samples_classifier.png").is_file()
 
 
@@ -140,7 +141,8 @@ def test_a_users_own_method_from_their_config_dir(checkpoints, tmp_path):
                                                                 "factor": 0.5}
     # what was built is the user's rule with the sweep's classifier: at w=2 it samples as classifier guidance at w=1
     ddpm = load_module(checkpoints["ddpm"], "ddpm")
-    nets = Nets(ddpm=ddpm, classifier=None, eval_classifier=load_module(checkpoints["eval_classifier"], "eval_classifier"),
+    nets = Nets(ddpm=ddpm, classifier=None,
+                eval_classifier=load_module(checkpoints["eval_classifier"], "eval_classifier"),
                 paths={"classifier_checkpoint": checkpoints["classifier"]})
     scaled = build_methods({"scaled": cfg.method.scaled}, nets)["scaled"].guidance
     noise, y = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(6)

@@ -83,8 +83,9 @@ def log_aggregate_to_wandb(rows: list[dict], png: Path, group: str, save_dir: Pa
         online = wandb_has_key() and os.environ.get("WANDB_MODE") not in ("offline", "dryrun") and wandb_online_possible()
         run = wandb.init(project="guidelab", group=group, job_type="aggregate", name=f"aggregate[{group}]",
                          dir=str(save_dir), mode="online" if online else "offline",
-                         settings=wandb_settings(float(os.environ.get("WANDB_INIT_TIMEOUT") or AGGREGATE_INIT_TIMEOUT_S),
-                                                 AGGREGATE_FINISH_TIMEOUT_S))
+                         settings=wandb_settings(
+                             float(os.environ.get("WANDB_INIT_TIMEOUT") or AGGREGATE_INIT_TIMEOUT_S),
+                             AGGREGATE_FINISH_TIMEOUT_S))
         columns = list(dict.fromkeys(key for row in rows for key in row))  # a cost column may miss in some rows
         table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
         run.log({"aggregate/table": table, "aggregate/curves": wandb.Image(str(png))})

@@ -56,12 +56,20 @@ def guidance_settings(cfg: DictConfig) -> SweepSettings:
         raise ConfigError(f"invalid guidance config (guidance.*): {err}") from err
 
 
+def record_inputs(result, cfg: DictConfig, device: torch.device):
+    """The checkpoints and device a (partial or whole) sweep result came from, in its settings."""
+    result.settings.update({key: None if cfg.get(key) is None else str(cfg.get(key)) for key in CHECKPOINT_KEYS},
+                           device=str(device))
+    return result
+
+
 def write_partial_report(partial, output_dir) -> None:
     """The report of the methods sampled so far, rewritten after each one (the last write is the whole sweep):
     a sweep that dies in a later method keeps the earlier ones' curves and samples."""
     paths = write_report(partial, output_dir)
-    print(f"methods sampled: {', '.join(partial.settings['methods'])}; to come: {', '.join(partial.settings['methods_pending'])}; "
-          f"results so far in {paths['quality_diversity.json']}", flush=True)
+    done, pending = ", ".join(partial.settings["methods"]), ", ".join(partial.settings["methods_pending"])
+    print(f"methods sampled: {done}; to come: {pending}; results so far in {paths['quality_diversity.json']}",
+          flush=True)
 
 
 def sweep_device(value) -> torch.device:
@@ -78,9 +86,9 @@ def run_sweep(cfg: DictConfig):
     """The whole sweep from a composed config; returns (SweepResult, {name: path})."""
     check_cuda_visible("device", cfg.device, "sample on the CPU with device=cpu, or leave device=auto (the GPU where "
                        "there is one)")
+    device = sweep_device(cfg.device)
     datamodule = instantiate(cfg.data)
     settings = guidance_settings(cfg)
-    device = sweep_device(cfg.device)
     ddpm, eval_classifier, methods = load_and_check(cfg, datamodule, device)
     try:
         settings.check_methods(ddpm.schedule, ddpm.meta["image_shape"], methods)
@@ -102,10 +110,9 @@ def run_sweep(cfg: DictConfig):
         ddpm.to(device)
         result = run_guided_sweep(methods, ddpm.schedule, ddpm.meta["image_shape"], datamodule.num_classes,
                                   metrics, settings, device=device,
-                                  on_method_done=lambda partial: write_partial_report(partial, output_dir))
-        result.settings.update({key: None if cfg.get(key) is None else str(cfg.get(key)) for key in CHECKPOINT_KEYS},
-                               device=str(device))
-        paths = write_report(result, output_dir)
+                                  on_method_done=lambda partial: write_partial_report(
+                                      record_inputs(partial, cfg, device), output_dir))
+        paths = write_report(record_inputs(result, cfg, device), output_dir)
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         log_to_loggers(result, loggers)

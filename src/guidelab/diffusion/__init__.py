@@ -5,5 +5,6 @@ from .guidance import *  # noqa: F403  (the Guidance interface and every method;
 from .samplers import SAMPLERS, check_sampling, ddim_step, ddpm_step, resolve_guidance, sample
 from .schedule import NoiseSchedule, spaced_timesteps
 
-__all__ = ["NoiseSchedule", "spaced_timesteps", "sample", "check_sampling", "ddpm_step", "ddim_step", "SAMPLERS", "resolve_guidance",
+__all__ = ["NoiseSchedule", "spaced_timesteps", "sample", "check_sampling", "ddpm_step", "ddim_step", "SAMPLERS",
+           "resolve_guidance",
            *guidance.__all__]

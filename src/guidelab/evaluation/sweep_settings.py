@@ -74,7 +74,8 @@ class SweepSettings:
             if len(self.interval) != 2 or not 0 <= self.interval[0] <= self.interval[1]:
                 raise ValueError(f"interval must be [t_lo, t_hi] with 0 <= t_lo <= t_hi, got {self.interval}")
 
-    def check_methods(self, schedule: NoiseSchedule, image_shape, methods: dict[str, SweepMethod] | None = None) -> None:
+    def check_methods(self, schedule: NoiseSchedule, image_shape,
+                      methods: dict[str, SweepMethod] | None = None) -> None:
         """Every method must be able to sample with these settings and its own overrides on the DDPM's `schedule`
         (steps within T, the interval inside it, a sampler the method can take): all checked before any sampling,
         so a bad pairing in the last method does not fail after the first ones' work."""
@@ -88,8 +89,8 @@ class SweepSettings:
         for method in (methods or {}).values():
             options = self.for_method(method)
             try:
-                check_sampling(method.model, schedule, (self.batch_size, *image_shape), guidance=self.guidance_for(method),
-                               **options)
+                check_sampling(method.model, schedule, (self.batch_size, *image_shape),
+                               guidance=self.guidance_for(method), **options)
             except ValueError as err:
                 set_here = sorted(set(method.overrides) & {"sampler", "steps", "eta"})
                 where = f" (set in method.{method.name}: {', '.join(set_here)})" if set_here else ""
