@@ -518,3 +518,28 @@ def test_multirun_with_a_bad_job_ends_in_one_line_not_a_traceback(tmp_path, monk
     assert err.count("guidelab-train: error: invalid config for") == 2  # the job's line, then Hydra's last word
     assert "(in a job of this multirun; the other jobs ran)" in err
     assert list((tmp_path / "multirun").glob("*/checkpoints/last.ckpt")), "the good job did not train"
+
+
+@pytest.mark.parametrize("app,argv,key", [
+    ("sweep", ["logger=none"], "ddpm_checkpoint"),
+    ("train", ["task=classifier", "callbacks=guided_sampling", "logger=none"], "callbacks.guided_sampling.ddpm_checkpoint"),
+], ids=["sweep", "train_callback"])
+def test_a_required_key_left_unset_is_one_line(app, argv, key, tmp_path, monkeypatch, capsys):
+    """The first thing a new user meets (guidelab-sweep without its checkpoints) reads as a line naming the key."""
+    import importlib
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    main = importlib.import_module(f"guidelab.apps.{app}").main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [f"guidelab-{app}", *argv, f"hydra.run.dir={tmp_path / 'run'}"])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        GlobalHydra.instance().clear()
+    err = capsys.readouterr().err
+    assert exited.value.code == USER_ERROR_EXIT_CODE, err
+    assert f"guidelab-{app}: error: {key} has no value and is required; pass {key}=<path to a .ckpt" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -75,10 +75,23 @@ class MultirunJobFailed(CompactHydraException):
     line (exit status 1) instead of the job's traceback. The user error is its __cause__."""
 
 
+def _as_user_error(err: BaseException) -> BaseException:
+    """A config key left at `???` (a required value, e.g. the sweep's ddpm_checkpoint) is a user error: say which
+    key and how to pass it, instead of omegaconf's traceback."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(err, MissingMandatoryValue):
+        key = err.full_key or "a key"
+        value = "<path to a .ckpt written by guidelab-train>" if key.endswith("_checkpoint") else "<value>"
+        return ConfigError(f"{key} has no value and is required; pass {key}={value}")
+    return err
+
+
 def exit_on_user_error(err: BaseException, app: str) -> None:
     """For a known user error: print one line and exit with USER_ERROR_EXIT_CODE. Otherwise return.
     Inside a multirun job the line is printed and a MultirunJobFailed goes back to Hydra, which marks that
     job failed, runs the next ones and ends with the line again."""
+    err = _as_user_error(err)
     if isinstance(err, USER_ERRORS) and not full_errors_requested():
         line = f"{app}: error: {one_line(err)}"
         print(line, file=sys.stderr, flush=True)
