@@ -520,12 +520,17 @@ def test_multirun_with_a_bad_job_ends_in_one_line_not_a_traceback(tmp_path, monk
     assert list((tmp_path / "multirun").glob("*/checkpoints/last.ckpt")), "the good job did not train"
 
 
-@pytest.mark.parametrize("app,argv,key", [
-    ("sweep", ["logger=none"], "ddpm_checkpoint"),
-    ("train", ["task=classifier", "callbacks=guided_sampling", "logger=none"], "callbacks.guided_sampling.ddpm_checkpoint"),
+@pytest.mark.parametrize("app,argv,message", [
+    ("sweep", ["logger=none"], "ddpm_checkpoint, eval_classifier_checkpoint have no value and are required; pass "
+                               "ddpm_checkpoint=<path to a .ckpt written by guidelab-train> eval_classifier_checkpoint=<"),
+    ("train", ["task=classifier", "callbacks=guided_sampling", "logger=none",
+               "callbacks.guided_sampling.eval_classifier_checkpoint=x.ckpt"],
+     "callbacks.guided_sampling.ddpm_checkpoint has no value and is required; pass "
+     "callbacks.guided_sampling.ddpm_checkpoint=<path to a .ckpt"),
 ], ids=["sweep", "train_callback"])
-def test_a_required_key_left_unset_is_one_line(app, argv, key, tmp_path, monkeypatch, capsys):
-    """The first thing a new user meets (guidelab-sweep without its checkpoints) reads as a line naming the key."""
+def test_a_required_key_left_unset_is_one_line(app, argv, message, tmp_path, monkeypatch, capsys):
+    """The first thing a new user meets (guidelab-sweep without its checkpoints) reads as a line naming every key
+    left to set."""
     import importlib
 
     from hydra.core.global_hydra import GlobalHydra
@@ -540,6 +545,6 @@ def test_a_required_key_left_unset_is_one_line(app, argv, key, tmp_path, monkeyp
         GlobalHydra.instance().clear()
     err = capsys.readouterr().err
     assert exited.value.code == USER_ERROR_EXIT_CODE, err
-    assert f"guidelab-{app}: error: {key} has no value and is required; pass {key}=<path to a .ckpt" in err
+    assert f"guidelab-{app}: error: {message}" in err
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists()

@@ -39,6 +39,24 @@ class ConfigError(ValueError):
     """A config value that the part it configures refused."""
 
 
+def missing_values_error(keys: list[str]) -> ConfigError:
+    """The error for config keys left at `???`: which ones, and what to pass for each."""
+    hints = [f"{key}=" + ("<path to a .ckpt written by guidelab-train>" if key.endswith("_checkpoint") else "<value>")
+             for key in keys]
+    verb = "has no value and is required" if len(keys) == 1 else "have no value and are required"
+    return ConfigError(f"{', '.join(keys)} {verb}; pass {' '.join(hints)}")
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Every key left at `???` at once, before any work (omegaconf would name only the first one it meets)."""
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except Exception:  # an interpolation that cannot resolve here: the first missing key is still named later
+        return
+    if missing:
+        raise missing_values_error(missing)
+
+
 def check_cuda_visible(key: str, value, fix: str) -> None:
     """Refuse, before any work, a device setting that asks for a CUDA GPU ("gpu", "cuda", "cuda:1") where torch
     sees none (Lightning would say "No supported gpu backend found!" only once the data is built, torch "Torch

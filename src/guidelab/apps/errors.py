@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback as HydraCallback
 
-from guidelab.apps.config import ConfigError, discard_failed_run_dir
+from guidelab.apps.config import ConfigError, discard_failed_run_dir, missing_values_error
 from guidelab.data import DatasetNotFoundError
 from guidelab.modules import CheckpointError
 
@@ -81,9 +81,7 @@ def _as_user_error(err: BaseException) -> BaseException:
     from omegaconf.errors import MissingMandatoryValue
 
     if isinstance(err, MissingMandatoryValue):
-        key = err.full_key or "a key"
-        value = "<path to a .ckpt written by guidelab-train>" if key.endswith("_checkpoint") else "<value>"
-        return ConfigError(f"{key} has no value and is required; pass {key}={value}")
+        return missing_values_error([err.full_key or "a key"])
     return err
 
 

@@ -11,8 +11,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, ensure_writable, instantiate,
-                                  print_config_tree, read_data_shape)
+from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, check_required, ensure_writable,
+                                  instantiate, print_config_tree, read_data_shape)
 from guidelab.apps.errors import app_failures, mark_work_started
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.notices import quiet_library_notices
@@ -128,6 +128,7 @@ def main(cfg: DictConfig) -> None:
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_notices()
     with app_failures("guidelab-sweep", output_dir):
+        check_required(cfg)
         print_config_tree(cfg, output_dir / "config_resolved.yaml")
         result, paths = run_sweep(cfg)
     print_table(result.rows)

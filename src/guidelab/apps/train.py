@@ -13,8 +13,8 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, ensure_writable, instantiate,
-                                  print_config_tree, read_data_shape)
+from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, check_required, ensure_writable,
+                                  instantiate, print_config_tree, read_data_shape)
 from guidelab.apps.errors import MarkWorkStarted, app_failures
 from guidelab.apps.loggers import finish_wandb, make_loggers
 from guidelab.apps.notices import quiet_library_notices
@@ -86,6 +86,7 @@ def main(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     quiet_library_notices()
     with app_failures("guidelab-train", output_dir):
+        check_required(cfg)
         print_config_tree(cfg, output_dir / "config_resolved.yaml")
         result = train(cfg)
     print(f"checkpoints: {result['last_checkpoint']}")
