@@ -330,8 +330,8 @@ SWEEP_REFUSALS = [
     ({"extra": ["metrics.features=inception", "metrics.inception_weights=/nonexistent/inception.pth"]}, ConfigError,
      r"metrics\.\*\): features=inception: Inception weights .* not found at /nonexistent/inception.pth"),
     ({"extra": ["metrics.num_real=5000"]}, ConfigError,
-     r"metrics\.\*\): num_real=5000 \(real_split=train\): n must be an integer in \[1, \d+\] \(the size of the "
-     "train split\), got 5000; lower num_real"),
+     r"metrics\.\*\): num_real=5000 must be an integer in \[1, \d+\], the size of the train split; lower "
+     "num_real"),
     ({"extra": ["metrics.features=clip"]}, ConfigError,
      r"metrics\.\*\): features must be one of \['classifier', 'inception'\], got 'clip'"),
     ({"extra": ["metrics.real_split=test"]}, ConfigError, r"metrics\.\*\): real_split must be 'train' or 'val'"),
@@ -358,6 +358,18 @@ def test_more_sweep_refusals(ckpts, tmp_path, which, error, match):
     with pytest.raises(error, match=match):
         run_sweep(sweep_cfg(tmp_path, ckpts, **which))
     assert_no_output(tmp_path)
+
+
+def test_sweep_on_an_image_folder_without_images_is_refused_before_sampling(ckpts, tmp_path):
+    """Class folders but no image in them: the real set cannot be counted, and the line says why, naming the data."""
+    for digit in range(10):
+        (tmp_path / "images" / str(digit)).mkdir(parents=True)
+    extra = ["data=image_folder", f"data.root={tmp_path / 'images'}", "data.image_size=8", "data.channels=1",
+             "data.num_workers=0"]
+    with pytest.raises(ConfigError, match=r"metrics\.\*\): the data \(ImageFolderDataModule\) could not be set up to "
+                                          "count its train split: no readable image files in"):
+        run_sweep(sweep_cfg(tmp_path / "out", ckpts, extra=extra))
+    assert_no_output(tmp_path / "out")
 
 
 @pytest.mark.parametrize("role", ["ddpm", "classifier", "eval_classifier"])

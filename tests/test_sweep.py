@@ -228,7 +228,7 @@ def test_callback_refuses_a_method_its_sampler_cannot_run_before_training(checkp
 
 @pytest.mark.parametrize("extra,match", [
     (["callbacks.guided_sampling.metrics.num_real=100000"],
-     r"callbacks.guided_sampling.metrics.\*\): num_real=100000 .* n must be an integer in \[1, \d+\]"),
+     r"callbacks.guided_sampling.metrics.\*\): num_real=100000 must be an integer in \[1, \d+\]"),
     (["callbacks.guided_sampling.metrics.features=inception",
       "callbacks.guided_sampling.metrics.inception_weights=/nonexistent/inception.pth"],
      "features=inception: Inception weights .* not found at /nonexistent/inception.pth"),

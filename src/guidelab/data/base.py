@@ -135,19 +135,18 @@ class ImageDataModule(pl.LightningDataModule):
         self._ensure_setup()
         return self._loader(self.val_set, shuffle=False, drop_last=False)
 
-    def check_real_count(self, n: int, split: str) -> None:
-        """Raise ValueError unless `real_images(n, split)` can be served: split "train" or "val", 1 <= n <= its size
-        (sets the data up to count it, so a sweep can refuse a bad count before its work)."""
+    def split_size(self, split: str) -> int:
+        """How many examples `split` ("train" or "val") holds; sets the data up to count them."""
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self._ensure_setup()
-        size = len(self.unaugmented_train_set() if split == "train" else self.val_set)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size:
-            raise ValueError(f"n must be an integer in [1, {size}] (the size of the {split} split), got {n!r}")
+        return len(self.unaugmented_train_set() if split == "train" else self.val_set)
 
     def real_images(self, n: int, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` examples of `split` ("train" or "val") as `(x, y)` tensors, without augmentation."""
-        self.check_real_count(n, split)
+        size = self.split_size(split)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size:
+            raise ValueError(f"n must be an integer in [1, {size}] (the size of the {split} split), got {n!r}")
         dataset = self.unaugmented_train_set() if split == "train" else self.val_set
         loader = make_loader(Subset(dataset, range(n)), self.batch_size, num_workers=self.num_workers)
         xs, ys = zip(*loader)

@@ -125,8 +125,12 @@ def check_metric_settings(metrics, datamodule=None) -> None:
     if metrics["real_split"] not in ("train", "val"):
         raise ValueError(f"real_split must be 'train' or 'val', got {metrics['real_split']!r}")
     if datamodule is not None:
+        n, split = metrics["num_real"], metrics["real_split"]
         try:
-            datamodule.check_real_count(metrics["num_real"], metrics["real_split"])
+            size = datamodule.split_size(split)  # sets the data up (a dataset missing offline passes through)
         except ValueError as err:
-            raise ValueError(f"num_real={metrics['num_real']} (real_split={metrics['real_split']}): {err}; lower "
-                             "num_real or pick the other split") from err
+            raise ValueError(f"the data ({type(datamodule).__name__}) could not be set up to count its {split} split: "
+                             f"{err}") from err
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size:
+            raise ValueError(f"num_real={n!r} must be an integer in [1, {size}], the size of the {split} split; "
+                             "lower num_real or pick the other split")
