@@ -310,8 +310,9 @@ def test_resume_and_init_from_refusals(run_ckpts, tmp_path, extra, match):
      (["+net.attention_resolutions=[4]"], "give net.attention_resolutions .* or net.attention_downsample .* not both"),
      (["net.attention_downsample=[3]"], r"net.attention_downsample=\[3\]: factors \[3\] give no feature map"),
      (["data.val_fraction=1.5"], "val_fraction must be a number strictly between 0 and 1"),
-     (["task.ema.decay=1.5"], r"task.ema.decay: EMA decay must be in \[0, 1\), got 1.5; e.g. task.ema.decay=0.9999")],
-    ids=["attention_size", "attention_both", "attention_factor", "val_fraction", "ema_decay"],
+     (["task.ema.decay=1.5"], r"task.ema.decay: EMA decay must be in \[0, 1\), got 1.5; e.g. task.ema.decay=0.9999"),
+     (["trainer.max_steps=0"], r"trainer.max_steps=0 trains nothing")],
+    ids=["attention_size", "attention_both", "attention_factor", "val_fraction", "ema_decay", "max_steps_0"],
 )
 def test_invalid_net_and_data_values(tmp_path, extra, match):
     with pytest.raises(ConfigError, match=match):

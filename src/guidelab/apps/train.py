@@ -53,6 +53,9 @@ def train(cfg: DictConfig) -> dict:
     """Build everything from the config (failing before any training on bad values), then fit."""
     check_cuda_visible("trainer.accelerator", cfg.trainer.get("accelerator"), "train on the CPU with trainer=cpu "
                        "(trainer=ddp_cpu for several processes), or run where a GPU is visible")
+    for key in ("max_steps", "max_epochs"):  # Lightning would "train" 0 steps and still write last.ckpt
+        if cfg.trainer.get(key) == 0:
+            raise ConfigError(f"trainer.{key}=0 trains nothing; give a positive count (or -1: no bound)")
     output_dir = ensure_writable(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
