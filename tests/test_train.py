@@ -150,3 +150,22 @@ def test_last_checkpoint_holds_every_trained_step(tmp_path):
     assert raw["global_step"] == 6
     ema, live = raw["state_dict"], raw["current_model_state"]
     assert any(not torch.equal(ema[name], live[name]) for name in live)
+
+
+@pytest.mark.parametrize("bound, warned", [(["trainer.max_epochs=-1", "trainer.max_steps=8"], False),
+                                           (["trainer.max_epochs=2", "trainer.max_steps=-1"], True)],
+                         ids=["step_bounded", "epoch_bounded"])
+def test_logging_interval_warning_only_where_it_holds(bound, warned, tmp_path):
+    """3 batches an epoch, a log line every 4 global steps: 8 steps across epochs are logged all the same, so the
+    warning that no training step would be logged goes; 2 epochs of 3 steps keep it (logged at step 4 only)."""
+    import warnings
+
+    overrides = [*tiny_train_overrides(tmp_path, "ddpm", steps=3), "trainer.log_every_n_steps=4", *bound]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(compose_config("train", overrides))
+    said = [w for w in caught if "is smaller than the logging interval" in str(w.message)]
+    assert bool(said) == warned
+    (path,) = tmp_path.rglob("metrics.csv")
+    steps = [int(row["step"]) for row in csv.DictReader(path.open()) if row.get("train/loss")]
+    assert steps == ([3, 7] if not warned else [3])  # every 4 global steps (0-based), across epochs

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 
 LIGHTNING_RANK_ZERO_LOGGER = "pytorch_lightning.utilities.rank_zero"
 
@@ -30,3 +31,16 @@ def quiet_library_notices() -> None:
     # >= 2.10 deprecates, so the first training step of every run warns about Lightning's code, not ours.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning, module=r"pytorch_lightning\.")
+
+
+@contextmanager
+def logging_interval_notice_for(trainer):
+    """Around `trainer.fit`: Lightning warns when an epoch holds fewer batches than `log_every_n_steps` ("Set a lower
+    value for log_every_n_steps if you want to see logs"), but it counts that interval in global steps across
+    epochs. A run bounded by at least that many steps is logged all the same (the digits runs: 12 batches an epoch,
+    a line every 20 steps in metrics.csv), so for those the warning is dropped; an epoch-bounded run keeps it."""
+    with warnings.catch_warnings():
+        if trainer.max_steps >= trainer.log_every_n_steps:
+            warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the "
+                                    "logging interval")
+        yield

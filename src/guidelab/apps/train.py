@@ -17,7 +17,7 @@ from guidelab.apps.config import (CONFIG_PATH, ConfigError, check_cuda_visible, 
                                   instantiate, print_config_tree, read_data_shape)
 from guidelab.apps.errors import MarkWorkStarted, app_failures
 from guidelab.apps.loggers import finish_wandb, make_loggers
-from guidelab.apps.notices import quiet_library_notices
+from guidelab.apps.notices import logging_interval_notice_for, quiet_library_notices
 from guidelab.apps.resume import resume_or_init
 from guidelab.callbacks.ema import FusedEMA
 
@@ -75,7 +75,8 @@ def train(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # as read_checkpoint checked it
+        with logging_interval_notice_for(trainer):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # read_checkpoint checked it
         save_last_at_end(trainer, output_dir)
     finally:
         finish_wandb()
