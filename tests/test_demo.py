@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import guidelab.apps.demo as demo
 
 
-def test_demo_budget_applies_and_user_overrides_win(tmp_path, monkeypatch):
+def test_demo_budget_applies_and_user_overrides_win(tmp_path, monkeypatch, capsys):
     seen = {}
 
     def fake_train(cfg):
@@ -24,3 +24,6 @@ def test_demo_budget_applies_and_user_overrides_win(tmp_path, monkeypatch):
     assert seen["ddpm"].trainer.max_steps == 7  # the user's override after the budget
     assert seen["eval_classifier"].trainer.max_epochs == 30  # the recipe's own
     assert seen["sweep"].guidance.samples_per_scale == 300 and seen["sweep"].guidance.steps == 9
+    out = capsys.readouterr().out.splitlines()  # as a log file gets them: whole lines, however long the path
+    assert f"quality_diversity.json: {tmp_path / 'qd.json'}" in out
+    assert any(line.startswith("stage timings (s): train_eval_classifier_s=") and "total_s=" in line for line in out)

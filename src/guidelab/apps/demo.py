@@ -72,8 +72,9 @@ def run_demo(argv: list[str] | None = None) -> dict:
     (out / "demo_timings.json").write_text(json.dumps(timings, indent=2))
 
     print_table(result.rows, console=console)
-    console.print("stage timings (s): " + ", ".join(f"{k}={v:.0f}" for k, v in timings.items()))
-    console.print(f"quality_diversity.json: {paths['quality_diversity.json']}")
+    # whole lines (a log file has no width; Rich would fold a long path at 80 columns)
+    console.print("stage timings (s): " + ", ".join(f"{k}={v:.0f}" for k, v in timings.items()), soft_wrap=True)
+    console.print(f"quality_diversity.json: {paths['quality_diversity.json']}", soft_wrap=True)
     return {"result": result, "paths": paths, "timings": timings, "checkpoints": checkpoints}
 
 
