@@ -561,3 +561,28 @@ def test_a_required_key_left_unset_is_one_line(app, argv, message, tmp_path, mon
     assert f"guidelab-{app}: error: {message}" in err
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_callbacks_refusal_is_one_line_from_the_cli(ckpts, tmp_path, monkeypatch, capsys):
+    """The training callback checks its settings at setup, inside fit, where the app cannot wrap them: its error
+    is still a one-line user error, and the run dir goes."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from guidelab.apps.train import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [
+        "guidelab-train", "task=classifier", "callbacks=guided_sampling", "logger=none", "trainer.max_steps=2",
+        f"callbacks.guided_sampling.ddpm_checkpoint={ckpts['ddpm']}",
+        f"callbacks.guided_sampling.eval_classifier_checkpoint={ckpts['eval_classifier']}",
+        "callbacks.guided_sampling.metrics.num_real=100000", f"hydra.run.dir={tmp_path / 'run'}"])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        GlobalHydra.instance().clear()
+    err = capsys.readouterr().err
+    assert exited.value.code == USER_ERROR_EXIT_CODE, err
+    assert "guidelab-train: error: invalid metric settings (callbacks.guided_sampling.metrics.*): num_real=100000" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -3,7 +3,8 @@ and a run dir that is removed only when the run failed before any work.
 
 Known user errors are the ones the code raises on purpose with a message that names the key, file or
 value and the fix: `ConfigError` (bad config values, unwritable dirs), `CheckpointError` (missing,
-corrupt, foreign, unsafe or incompatible checkpoints) and `DatasetNotFoundError` (data missing offline).
+corrupt, foreign, unsafe or incompatible checkpoints), `DatasetNotFoundError` (data missing offline) and
+`SweepSettingsError` (sampling or metric settings the training callback refuses at setup).
 They print `<app>: error: <message>` on stderr and exit with status 2. Anything else keeps its full
 traceback. `HYDRA_FULL_ERROR=1` shows the traceback for user errors too.
 """
@@ -21,9 +22,10 @@ from hydra.experimental.callback import Callback as HydraCallback
 
 from guidelab.apps.config import ConfigError, discard_failed_run_dir, missing_values_error
 from guidelab.data import DatasetNotFoundError
+from guidelab.evaluation.sweep_settings import SweepSettingsError
 from guidelab.modules import CheckpointError
 
-USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError)
+USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, SweepSettingsError)
 USER_ERROR_EXIT_CODE = 2
 
 _started_run_dirs: set[Path] = set()

@@ -12,7 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from guidelab.evaluation.guidance_methods import Nets, build_methods
 from guidelab.evaluation.guided_sweep import metrics_with_real_set, run_guided_sweep
 from guidelab.evaluation.report import log_to_loggers, print_table, write_report
-from guidelab.evaluation.sweep_settings import SweepSettings, check_metric_settings
+from guidelab.evaluation.sweep_settings import SweepSettings, SweepSettingsError, check_metric_settings
 from guidelab.metrics import QualityDiversityMetrics
 from guidelab.modules import check_compatible, load_module
 
@@ -58,11 +58,15 @@ class GuidedSamplingCallback(pl.Callback):
         check_compatible(self.guide, self.eval_classifier, keys=("image_shape", "num_classes"))
         self.nets = Nets(ddpm=self.ddpm, classifier=self.guide, eval_classifier=self.eval_classifier, paths=self.paths)
         self.methods = build_methods(self.method_nodes, self.nets)
-        self.settings.check_methods(self.ddpm.schedule, self.ddpm.meta["image_shape"], self.methods)
+        try:
+            self.settings.check_methods(self.ddpm.schedule, self.ddpm.meta["image_shape"], self.methods)
+        except ValueError as err:
+            raise SweepSettingsError(f"invalid sampling settings (callbacks.guided_sampling.settings.*, method.*): "
+                                     f"{err}") from err
         try:  # the first sweep's real set and feature space, checked now rather than an epoch in
             check_metric_settings(self.metric_settings, trainer.datamodule)
         except ValueError as err:
-            raise ValueError(f"invalid metric settings (callbacks.guided_sampling.metrics.*): {err}") from err
+            raise SweepSettingsError(f"invalid metric settings (callbacks.guided_sampling.metrics.*): {err}") from err
         self.metrics = None
 
     def _prepare_metrics(self, trainer: pl.Trainer, device) -> QualityDiversityMetrics:

@@ -18,6 +18,11 @@ from .fast_nets import FastPath
 from .guidance_methods import SweepMethod
 
 
+class SweepSettingsError(ValueError):
+    """A sweep or metric setting that cannot work, named by its key: raised before any work (by the training
+    callback's setup, where the apps cannot wrap it) and reported by the apps as a one-line user error."""
+
+
 @dataclass
 class SweepSettings:
     """How a sweep samples. No defaults here: they live in conf/sweep_settings/default.yaml, the one
