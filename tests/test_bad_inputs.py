@@ -533,17 +533,9 @@ def test_multirun_with_a_bad_job_ends_in_one_line_not_a_traceback(tmp_path, monk
     assert list((tmp_path / "multirun").glob("*/checkpoints/last.ckpt")), "the good job did not train"
 
 
-@pytest.mark.parametrize("app,argv,message", [
-    ("sweep", ["logger=none"], "ddpm_checkpoint, eval_classifier_checkpoint have no value and are required; pass "
-                               "ddpm_checkpoint=<path to a .ckpt written by guidelab-train> eval_classifier_checkpoint=<"),
-    ("train", ["task=classifier", "callbacks=guided_sampling", "logger=none",
-               "callbacks.guided_sampling.eval_classifier_checkpoint=x.ckpt"],
-     "callbacks.guided_sampling.ddpm_checkpoint has no value and is required; pass "
-     "callbacks.guided_sampling.ddpm_checkpoint=<path to a .ckpt"),
-], ids=["sweep", "train_callback"])
-def test_a_required_key_left_unset_is_one_line(app, argv, message, tmp_path, monkeypatch, capsys):
-    """The first thing a new user meets (guidelab-sweep without its checkpoints) reads as a line naming every key
-    left to set."""
+def run_hydra_app_expecting_user_error(app: str, argv: list[str], tmp_path, monkeypatch, capsys) -> str:
+    """guidelab-<app> run in this process as from the command line; it must end on a one-line user error (exit
+    status 2, no traceback) and leave no run dir. Returns what it wrote to stderr."""
     import importlib
 
     from hydra.core.global_hydra import GlobalHydra
@@ -558,31 +550,32 @@ def test_a_required_key_left_unset_is_one_line(app, argv, message, tmp_path, mon
         GlobalHydra.instance().clear()
     err = capsys.readouterr().err
     assert exited.value.code == USER_ERROR_EXIT_CODE, err
-    assert f"guidelab-{app}: error: {message}" in err
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
+    return err
+
+
+@pytest.mark.parametrize("app,argv,message", [
+    ("sweep", ["logger=none"], "ddpm_checkpoint, eval_classifier_checkpoint have no value and are required; pass "
+                               "ddpm_checkpoint=<path to a .ckpt written by guidelab-train> eval_classifier_checkpoint=<"),
+    ("train", ["task=classifier", "callbacks=guided_sampling", "logger=none",
+               "callbacks.guided_sampling.eval_classifier_checkpoint=x.ckpt"],
+     "callbacks.guided_sampling.ddpm_checkpoint has no value and is required; pass "
+     "callbacks.guided_sampling.ddpm_checkpoint=<path to a .ckpt"),
+], ids=["sweep", "train_callback"])
+def test_a_required_key_left_unset_is_one_line(app, argv, message, tmp_path, monkeypatch, capsys):
+    """The first thing a new user meets (guidelab-sweep without its checkpoints) reads as a line naming every key
+    left to set."""
+    err = run_hydra_app_expecting_user_error(app, argv, tmp_path, monkeypatch, capsys)
+    assert f"guidelab-{app}: error: {message}" in err
 
 
 def test_the_callbacks_refusal_is_one_line_from_the_cli(ckpts, tmp_path, monkeypatch, capsys):
     """The training callback checks its settings at setup, inside fit, where the app cannot wrap them: its error
     is still a one-line user error, and the run dir goes."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from guidelab.apps.train import main
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", [
-        "guidelab-train", "task=classifier", "callbacks=guided_sampling", "logger=none", "trainer.max_steps=2",
-        f"callbacks.guided_sampling.ddpm_checkpoint={ckpts['ddpm']}",
-        f"callbacks.guided_sampling.eval_classifier_checkpoint={ckpts['eval_classifier']}",
-        "callbacks.guided_sampling.metrics.num_real=100000", f"hydra.run.dir={tmp_path / 'run'}"])
-    try:
-        with pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        GlobalHydra.instance().clear()
-    err = capsys.readouterr().err
-    assert exited.value.code == USER_ERROR_EXIT_CODE, err
+    argv = ["task=classifier", "callbacks=guided_sampling", "logger=none", "trainer.max_steps=2",
+            f"callbacks.guided_sampling.ddpm_checkpoint={ckpts['ddpm']}",
+            f"callbacks.guided_sampling.eval_classifier_checkpoint={ckpts['eval_classifier']}",
+            "callbacks.guided_sampling.metrics.num_real=100000"]
+    err = run_hydra_app_expecting_user_error("train", argv, tmp_path, monkeypatch, capsys)
     assert "guidelab-train: error: invalid metric settings (callbacks.guided_sampling.metrics.*): num_real=100000" in err
-    assert "Traceback" not in err
-    assert not (tmp_path / "run").exists()
