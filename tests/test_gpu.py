@@ -24,8 +24,9 @@ def gpu_overrides(out, steps: int) -> list[str]:
 
 
 def test_trainer_gpu_ddpm_digits_fast_path(tmp_path):
-    """bf16-mixed, fused AdamW, clipping, FusedEMA, compile and channels_last (auto -> on) on CUDA."""
-    cfg = compose_config("train", [*gpu_overrides(tmp_path, 30), "experiment=digits_ddpm"])
+    """bf16-mixed, fused AdamW, clipping, FusedEMA, channels_last (auto -> on) and torch.compile's "default" mode
+    (compile=true; what `auto` picks under DDP) on CUDA."""
+    cfg = compose_config("train", [*gpu_overrides(tmp_path, 30), "experiment=digits_ddpm", "task.module.compile=true"])
     result = train(cfg)
     raw = torch.load(result["last_checkpoint"], weights_only=True)
     assert raw["global_step"] == 30
@@ -37,15 +38,23 @@ def test_trainer_gpu_ddpm_digits_fast_path(tmp_path):
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_trainer_gpu_with_cuda_graphs(tmp_path, accumulate):
-    """task.module.compile=reduce-overhead (CUDA graphs, the benchmark's ours_train_fast_graphs): training, the
-    EMA swapped in for validation and the checkpoint all work with the net's forward and backward replayed. With
-    gradient accumulation, the second batch's gradient is added to the first's, which a replay would have
-    overwritten in the graphs' memory without the module's own .grad buffers (GuidelabModule.optimizer_zero_grad)."""
+def test_trainer_gpu_with_cuda_graphs(tmp_path, accumulate, monkeypatch):
+    """The default on one GPU (compile: auto -> "reduce-overhead", CUDA graphs; the benchmark's ours_train_fast):
+    training, the EMA swapped in for validation and the checkpoint all work with the net's forward and backward
+    replayed. With gradient accumulation, the second batch's gradient is added to the first's, which a replay
+    would have overwritten in the graphs' memory without the module's own .grad buffers
+    (GuidelabModule.optimizer_zero_grad)."""
+    modes, compile_net = [], torch.nn.Module.compile
+
+    def recording_compile(self, *args, mode=None, **kwargs):
+        modes.append(mode)
+        return compile_net(self, *args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", recording_compile)
     cfg = compose_config("train", [*gpu_overrides(tmp_path, 30), "experiment=digits_ddpm",
-                                   "task.module.compile=reduce-overhead",
                                    f"+trainer.accumulate_grad_batches={accumulate}"])
     result = train(cfg)
+    assert modes == ["reduce-overhead"]
     raw = torch.load(result["last_checkpoint"], weights_only=True)
     assert raw["global_step"] == 30 and "current_model_state" in raw
     module = load_module(result["last_checkpoint"])
@@ -187,7 +196,8 @@ def test_classifier_on_a_second_stream_samples_what_one_stream_samples(fast_path
 
 
 def test_guided_sampling_callback_on_gpu_with_the_fast_path(tmp_path):
-    """A classifier run on trainer=gpu (net compiled in place) with the guided-sampling callback, whose sweep
+    """A classifier run on trainer=gpu (net compiled in place, with CUDA graphs: compile auto) with the
+    guided-sampling callback, whose sweep
     wraps the nets again (bf16, channels_last, torch.compile: fast_path auto -> on): the curve is written and
     finite. Last in this file: the slowest (three short trainings and two compiled sweeps)."""
     import json

