@@ -7,21 +7,27 @@
 #             graphs, with the classifier on a second stream, both DPM-Solver++ grids, step costs (~5 min)
 #   candidates  guided_sweep.py --variants default graphs streams: the textbook loop, the default compiled sweep and
 #             the two candidates for the 1.3 step ratio, each row followed by its step cost (~5 min)
-#   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train with CUDA graphs
-#             (compile=reduce-overhead) and with the default fast path: both targets of issue 11 side by side in one
-#             process, as the issue asks, the graphs row second so that a cut run keeps it (~7 min)
+#   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train on the default fast
+#             path (compile auto: CUDA graphs on one GPU) and compiled without graphs (compile=default): both
+#             targets of issue 11 side by side in one process, as the issue asks, ours second so that a cut run
+#             keeps it (~6 min)
 #   host      train_throughput.py: ours and diffusers compiled in the plain loop with --kernels 3: GPU busy share of
 #             the step, the host's costliest ops, the allocator's cudaMalloc/cudaFree and the sync points in the
 #             step, and the rate again after the profile (what keeps our GPU idle; ~4 min)
 #   compiled  train_throughput.py: diffusers and ours compiled in the plain loop, with and without channels_last,
 #             and GPU ms per step by kernel kind (what separates the two compiled nets; ~7 min, channels_last pair first)
 #   layout    train_throughput.py: ours through guidelab-train compiled without channels_last (~2 min)
+#   ddp       train_throughput.py: ours through guidelab-train compiled without graphs, on one device alone and under
+#             trainer=ddp (where compile auto means no graphs): DDP's own overhead on a GPU (issue 11, ~4 min)
 #   combo     train_throughput.py: ours compiled (plain loop and guidelab-train) with inductor's combo kernels,
 #             31% fewer launches per step by inductor_codegen.py; compare with the "train" and "compiled" rows
 #             of the same call (~3 min)
 #   compiles  sweep_compiles.py --preset cifar10: graphs compiled and wall time of a compiled sweep, scales dealt and
 #             padded against the old chunks, with the CIFAR-10 nets on the GPU (~6 min, not yet run on a GPU)
-#   tests     pytest -m gpu: what the budget leaves when last, at most 6 minutes otherwise
+#   tests     pytest -m gpu (-v: the log names each test as it starts; --durations): what the budget leaves when
+#             last, at most 6 minutes otherwise. On a fresh machine each test compiles its nets: the sixteenth
+#             session's 428 s ran the first three of ten
+#   gputests2 the same from the fourth test on (--deselect the first three), for a second call
 # A 15-minute session fits two calls of about 5-6 minutes, started one right after the other (the machine stays warm
 # 30 s): the plan in README.md ("Prepared for the next GPU session"). Each part's timeout is capped by what is left of
 # BUDGET_S (a part with nothing left is skipped), and `timeout -k 10` kills a part that outlives SIGTERM (a train part
@@ -53,7 +59,7 @@ run_part() {  # one part of PARTS, by name
       grep -v Warning "$out/candidates.log" | tail -24 ;;
     train)
       part train 470 train_throughput.py --json "$out/train.json" \
-        --only diffusers_eager ours_train_fast_graphs diffusers_compiled ours_train_fast
+        --only diffusers_eager ours_train_fast diffusers_compiled ours_train_fast_nographs
       grep '^{"figure\|^{"param\|/ diffusers\|Error' "$out/train.log" | tail -20
       grep -A 5 '^figure ' "$out/train.log" ;;  # images/s, wall and issue ms per step, one row per line
     host)
@@ -63,6 +69,9 @@ run_part() {  # one part of PARTS, by name
     layout)
       part layout 150 train_throughput.py --only ours_train_fast_nchw --json "$out/layout.json"
       grep '^{"figure' "$out/layout.log" ;;
+    ddp)
+      part ddp 300 train_throughput.py --only ours_train_fast_nographs ours_train_fast_ddp1 --json "$out/ddp.json"
+      grep '^{"figure' "$out/ddp.log" ;;
     combo)
       part combo 200 train_throughput.py --inductor combo_kernels=True --only ours_plain_compiled ours_train_fast \
         --json "$out/combo.json"
@@ -75,14 +84,17 @@ run_part() {  # one part of PARTS, by name
     compiles)
       part compiles 420 sweep_compiles.py --preset cifar10 --device cuda --out "$out/compiles.json"
       grep -v Warning "$out/compiles.log" | tail -12 ;;
-    tests)  # what the budget leaves, at most 360 s when parts follow
-      local limit=$(cap 360) t0=$(date +%s)
+    tests|gputests2)  # what the budget leaves, at most 360 s when parts follow
+      local limit=$(cap 360) t0=$(date +%s) skip=()
       [ "$1" = "$last" ] && limit=$(( $(left) - 10 ))
-      if [ "$limit" -le 30 ]; then echo "== pytest-gpu skipped: the budget is spent" | tee -a "$out/env.log"; return; fi
-      timeout -k 10 "$limit" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$out/pytest-gpu.log" 2>&1
-      echo "== pytest-gpu rc=$? in $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$out/env.log"
-      tail -3 "$out/pytest-gpu.log" ;;
-    *) echo "== $1: no such part (sweep candidates train host layout combo compiled compiles tests)" | tee -a "$out/env.log" ;;
+      if [ "$limit" -le 30 ]; then echo "== $1 skipped: the budget is spent" | tee -a "$out/env.log"; return; fi
+      [ "$1" = gputests2 ] && skip=(--deselect tests/test_gpu.py::test_trainer_gpu_ddpm_digits_fast_path
+                                   --deselect tests/test_gpu.py::test_trainer_gpu_with_cuda_graphs)
+      timeout -k 10 "$limit" python3 -m pytest -v --durations=0 -m gpu -p no:cacheprovider "${skip[@]}" \
+        tests/test_gpu.py > "$out/$1.log" 2>&1
+      echo "== $1 rc=$? in $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$out/env.log"
+      grep 'PASSED\|FAILED\|ERROR\|s call\|passed\|failed' "$out/$1.log" | cut -c1-160 | tail -30 ;;
+    *) echo "== $1: no such part (sweep candidates train host layout ddp combo compiled compiles tests gputests2)" | tee -a "$out/env.log" ;;
   esac
 }
 last=${parts##* }
