@@ -338,7 +338,8 @@ SWEEP_REFUSALS = [
     ({"extra": ["metrics.real_split=test"]}, ConfigError, r"metrics\.\*\): real_split must be 'train' or 'val'"),
     ({"extra": ["device=tpu"]}, ConfigError, r"device='tpu' is not a torch device; use device=auto, cpu, cuda"),
     ({"extra": ["guidance.grid_size=-3"]}, ConfigError, r"guidance.\*.*grid_size .* must be >= 0, got -3"),
-    ({"extra": ["guidance.sampler=euler"]}, ConfigError, r"guidance.\*.*sampler must be one of \['ddim', 'ddpm'"),
+    ({"extra": ["guidance.sampler=euler"]}, ConfigError,
+     r"guidance.\*.*unknown sampler 'euler'; choose one of \['ddim', 'ddpm'"),
     ({"extra": ["guidance.eta=-0.5"]}, ConfigError, r"guidance.\*.*eta must be >= 0, got -0.5"),
     # a method that cannot take the sampler is refused before the methods ahead of it sample
     ({"extra": ["method=[classifier,classifier_mean]", "method.classifier_mean.sampler=ddim"]}, ConfigError,

@@ -151,19 +151,25 @@ def sample(
     return x
 
 
+def check_sampler(sampler: str, eta: float) -> None:
+    """The part of `check_sampling` that needs no model or schedule (a sweep's settings run it when they are
+    read, before any checkpoint loads): a known sampler, eta >= 0, and eta 0 for an ODE solver."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    if not 0.0 <= eta:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    if eta != 0 and getattr(SAMPLERS[sampler], "deterministic", False):
+        raise ValueError(f"sampler={sampler!r} solves the deterministic ODE; eta must be 0, got {eta}")
+
+
 def check_sampling(model, schedule: NoiseSchedule, shape, *, guidance: Guidance, sampler: str,
                    steps: int | None = None, eta: float = 0.0) -> NoiseSchedule:
     """Raise ValueError for what sample() cannot run (sampler, steps, eta, a method the sampler cannot take),
     before any network runs; returns the schedule sample() steps on. A sweep calls it for every method
     before it samples any, so a bad pairing in its last method fails before the first one's work."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
-    if not 0.0 <= eta:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    check_sampler(sampler, eta)
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= schedule.num_steps):
         raise ValueError(f"steps must be an int in [1, T={schedule.num_steps}], got {steps!r}")
-    if eta != 0 and getattr(SAMPLERS[sampler], "deterministic", False):
-        raise ValueError(f"sampler={sampler!r} solves the deterministic ODE; eta must be 0, got {eta}")
     respace = getattr(SAMPLERS[sampler], "respace", NoiseSchedule.respace)  # the time grid a solver is made for
     run = schedule if steps is None or steps == schedule.num_steps else respace(schedule, steps)
     guidance.check(model=model, schedule=run, shape=tuple(shape), sampler=sampler)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 from omegaconf import OmegaConf
 
-from guidelab.diffusion import SAMPLERS, Guidance, GuidanceInterval, NoiseSchedule, check_sampling
+from guidelab.diffusion import Guidance, GuidanceInterval, NoiseSchedule, check_sampler, check_sampling
 from guidelab.diffusion.scale_schedules import SCALE_SCHEDULES
 from guidelab.metrics.features import FEATURE_KINDS, require_inception_weights
 
@@ -68,10 +68,7 @@ class SweepSettings:
             raise ValueError(f"grid_size (samples per scale in the image grids, 0 for none) must be >= 0, got "
                              f"{self.grid_size}")
         FastPath.choose(self.fast_path, "cpu")  # refuses an unknown name
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
-        if not self.eta >= 0:
-            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        check_sampler(self.sampler, self.eta)  # what needs no DDPM; check_methods does the rest once it loads
         if self.scale_schedule not in SCALE_SCHEDULES:
             raise ValueError(f"scale_schedule must be one of {sorted(SCALE_SCHEDULES)}, got {self.scale_schedule!r}")
         if self.interval is not None:

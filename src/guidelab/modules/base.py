@@ -2,8 +2,8 @@
 
 The fast training path lives here and is the default on CUDA (`compile: auto`, `channels_last: auto`):
 the net compiled in place (`nn.Module.compile`, so state_dict keys do not change; on one CUDA device with CUDA
-graphs, torch.compile's "reduce-overhead" mode), channels_last memory, fused AdamW, gradient clipping by one foreach kernel and a finite-loss check that reads the
-device only every `finite_check_every_n_steps` steps. Validation pads its last, partial batch for a compiled
+graphs, torch.compile's "reduce-overhead" mode), channels_last memory, fused AdamW, gradient clipping by one
+foreach kernel and a finite-loss check that reads the device only every `finite_check_every_n_steps` steps. Validation pads its last, partial batch for a compiled
 net (`forward_one_shape`), so the net compiles one validation graph, not a second, dynamic one.
 """
 
