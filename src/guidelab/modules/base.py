@@ -3,8 +3,9 @@
 The fast training path lives here and is the default on CUDA (`compile: auto`, `channels_last: auto`):
 the net compiled in place (`nn.Module.compile`, so state_dict keys do not change; on one CUDA device with CUDA
 graphs, torch.compile's "reduce-overhead" mode), channels_last memory, fused AdamW, gradient clipping by one
-foreach kernel and a finite-loss check that reads the device only every `finite_check_every_n_steps` steps. Validation pads its last, partial batch for a compiled
-net (`forward_one_shape`), so the net compiles one validation graph, not a second, dynamic one.
+foreach kernel and a finite-loss check that reads the device only every `finite_check_every_n_steps` steps.
+Validation pads its last, partial batch for a compiled net (`forward_one_shape`), so the net compiles one
+validation graph, not a second, dynamic one.
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ class GuidelabModule(pl.LightningModule):
             channels_last = resolve_auto(hp.channels_last, device, "channels_last")
             mode = compile_mode(hp.compile, device, parallel=isinstance(strategy, ParallelStrategy))
             self._apply_fast_path(self.net, channels_last, mode)
+            mode = self._compile_mode  # what the net runs with (a net compiled by an earlier fit keeps its mode)
             graphs = " (CUDA graphs)" if device.type == "cuda" and mode in CUDA_GRAPH_MODES else ""
             rank_zero_info(f"{self.kind} net on {device.type}: torch.compile "
                            f"{'off' if mode is None else repr(mode) + ' mode' + graphs}, channels_last "
