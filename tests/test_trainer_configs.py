@@ -239,6 +239,11 @@ def test_accumulated_gradients_get_buffers_of_their_own_where_cuda_graphs_replay
         assert all(torch.equal(weights[k], expected[k]) for k in weights)
 
 
+# a module built without training, for the rules that resolve on a device (the module is never moved there)
+TINY_UNET = {"_target_": "guidelab.nets.UNet", "base_channels": 8, "channel_mult": [1], "num_res_blocks": 1,
+             "attention_resolutions": [], "groups": 4}
+
+
 @pytest.mark.parametrize("compile_value,device,expected", [
     ("reduce-overhead", "cuda", True), ("max-autotune", "cuda", True), ("default", "cuda", False),
     ("max-autotune-no-cudagraphs", "cuda", False), (False, "cuda", False), ("reduce-overhead", "cpu", False)])
@@ -247,9 +252,7 @@ def test_which_modes_replay_cuda_graphs(compile_value, device, expected):
     it: what is checked is the rule, which a GPU run follows (tests/test_gpu.py trains with accumulation)."""
     from guidelab.modules import DDPMModule
 
-    net = {"_target_": "guidelab.nets.UNet", "base_channels": 8, "channel_mult": [1], "num_res_blocks": 1,
-           "attention_resolutions": [], "groups": 4}
-    module = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8], compile=compile_value)  # compiles lazily
+    module = DDPMModule(TINY_UNET, {"kind": "linear", "T": 100}, [1, 8, 8], compile=compile_value)  # compiles lazily
     module._device = torch.device(device, 0)  # LightningModule.device reads this attribute
     assert module.replays_cuda_graphs() == expected
 
@@ -272,9 +275,7 @@ def test_auto_compiles_with_cuda_graphs_on_one_cuda_device_only(strategy_name, d
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *args, mode=None, **kwargs: modes.append(mode))
     root = torch.device(device, 0) if device == "cuda" else torch.device("cpu")
     strategy = SingleDeviceStrategy(device=root) if strategy_name == "single" else DDPStrategy(parallel_devices=[root])
-    net = {"_target_": "guidelab.nets.UNet", "base_channels": 8, "channel_mult": [1], "num_res_blocks": 1,
-           "attention_resolutions": [], "groups": 4}
-    module = DDPMModule(net, {"kind": "linear", "T": 100}, [1, 8, 8], compile="auto", channels_last=False)
+    module = DDPMModule(TINY_UNET, {"kind": "linear", "T": 100}, [1, 8, 8], compile="auto", channels_last=False)
     monkeypatch.setattr(DDPMModule, "trainer", property(lambda self: SimpleNamespace(strategy=strategy)))
     with caplog.at_level("INFO"):
         module.setup("fit")
