@@ -145,6 +145,46 @@ def test_guidelab_train_row_times_steps_then_issue_times(bench, tmp_path):
     assert row["allocator_during_timed_steps"] is None
 
 
+def test_ddp_variant_contexts_change_what_they_name_and_restore_it(bench):
+    """The DDP variant rows run inside a context: one swaps Lightning's side-stream DDP setup for one that builds DDP
+    where it is called, the other turns dynamo's DDPOptimizer off; both hand the originals back."""
+    import torch
+    from pytorch_lightning.strategies import DDPStrategy
+
+    lightning_setup, splits = DDPStrategy._setup_model, torch._dynamo.config.optimize_ddp
+    built = []
+    strategy = SimpleNamespace(determine_ddp_device_ids=lambda: [0], _ddp_kwargs={"broadcast_buffers": False})
+    with pytest.MonkeyPatch.context() as patch:  # Lightning's would enter torch.cuda.stream(torch.cuda.Stream())
+        patch.setattr(torch.cuda, "stream", lambda *a: pytest.fail("DDP built on a side stream"))
+        patch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda **kw: built.append(kw) or "ddp")
+        with bench.ddp_on_current_stream():
+            assert DDPStrategy._setup_model is not lightning_setup
+            assert DDPStrategy._setup_model(strategy, "net") == "ddp"
+    assert built == [{"module": "net", "device_ids": [0], "broadcast_buffers": False}]
+    assert DDPStrategy._setup_model is lightning_setup
+    with bench.whole_graph_under_ddp():
+        assert torch._dynamo.config.optimize_ddp is False
+    assert torch._dynamo.config.optimize_ddp == splits
+
+
+@pytest.mark.slow
+def test_ddp_variant_rows_train_on_cpu(bench, tmp_path):
+    """Each DDP variant row trains through guidelab-train (tiny net, gloo, one process), compiled as its name says."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "rows.json"
+    names = ["ours_train_fast_ddp1_same_stream", "ours_train_fast_ddp1_whole_graph", "ours_train_fast_ddp1_graphs"]
+    run = subprocess.run([sys.executable, bench.__file__, "--quick", "--only", *names, "--warmup", "2", "--steps", "3",
+                          "--batch", "2", "--train-override", "task.module.compile=default", "--json", str(out)],
+                         check=True, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["figure"] for row in rows] == names and all(row["images_per_s"] > 0 for row in rows)
+    modes = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("ddpm net on cpu")]
+    assert ["'default' mode" in modes[0], "'default' mode" in modes[1], "'reduce-overhead' mode" in modes[2]] == \
+        [True] * 3
+
+
 def test_kernel_names_keep_the_op_of_aten_elementwise_kernels(bench):
     """ATen's elementwise kernels all begin alike; the name kept must reach the functor that says which op ran."""
     copy = ("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::"
@@ -165,7 +205,9 @@ def test_report_table_shows_wall_and_issue_time_per_step(bench, capsys):
              "host_issue_ms_per_step": 12.8},
             {"figure": "ours_train_fast_nographs", "images_per_s": 4000.0, "wall_ms_per_step": 32.0,
              "host_issue_ms_per_step": 3.2},
-            {"figure": "ours_train_fast", "images_per_s": None, "error": "RuntimeError: boom"}]
+            {"figure": "ours_train_fast", "images_per_s": None, "error": "RuntimeError: boom"},
+            {"figure": "ours_train_fast_ddp1_same_stream", "images_per_s": 3000.0, "wall_ms_per_step": 42.67,
+             "host_issue_ms_per_step": 40.0}]
     written = []
     bench.report(rows, {"device": "cpu", "torch": "x"}, 128, lambda complete: written.append(complete))
     lines = capsys.readouterr().out.splitlines()
@@ -175,3 +217,9 @@ def test_report_table_shows_wall_and_issue_time_per_step(bench, capsys):
     assert table["ours_train_fast_nographs"] == ["4,000.0", "32.00", "3.20", "0.10"]
     assert table["ours_train_fast"][:2] == ["failed", "RuntimeError:"]
     assert "ours_train_fast_nographs / diffusers_compiled = 1.33 (target >= 1.2)" in lines and written == [True]
+    # a name longer than the old 26-character column keeps its own columns, and DDP's overhead is put against the
+    # same compile mode on one device
+    assert table["ours_train_fast_ddp1_same_stream"] == ["3,000.0", "42.67", "40.00", "0.94"]
+    long_row = next(line for line in lines if line.startswith("ours_train_fast_ddp1_same_stream "))
+    assert long_row.index("3,000.0") + len("3,000.0") == lines[header].index("images/s") + len("images/s")
+    assert "ours_train_fast_ddp1_same_stream / ours_train_fast_nographs = 0.75 (DDP on one device / no DDP)" in lines

@@ -19,6 +19,9 @@
 #   layout    train_throughput.py: ours through guidelab-train compiled without channels_last (~2 min)
 #   ddp       train_throughput.py: ours through guidelab-train compiled without graphs, on one device alone and under
 #             trainer=ddp (where compile auto means no graphs): DDP's own overhead on a GPU (issue 11, ~4 min)
+#   ddpvariants  train_throughput.py: what might take back DDP's overhead on one GPU (the seventeenth session
+#             measured 0.72x of the same compile mode without DDP): CUDA graphs under DDP, DDP built on the current
+#             stream, the net compiled without DDPOptimizer's splits, then plain trainer=ddp as the baseline (~8 min)
 #   combo     train_throughput.py: ours compiled (plain loop and guidelab-train) with inductor's combo kernels,
 #             31% fewer launches per step by inductor_codegen.py; compare with the "train" and "compiled" rows
 #             of the same call (~3 min)
@@ -74,6 +77,11 @@ run_part() {  # one part of PARTS, by name
     ddp)
       part ddp 300 train_throughput.py --only ours_train_fast_nographs ours_train_fast_ddp1 --json "$out/ddp.json"
       grep '^{"figure' "$out/ddp.log" ;;
+    ddpvariants)
+      part ddpvariants 540 train_throughput.py --json "$out/ddpvariants.json" --only ours_train_fast_ddp1_graphs \
+        ours_train_fast_ddp1_same_stream ours_train_fast_ddp1_whole_graph ours_train_fast_ddp1
+      grep '^{"figure\|Error\|AccumulateGrad' "$out/ddpvariants.log" | cut -c1-400
+      grep -A 6 '^figure ' "$out/ddpvariants.log" ;;
     combo)
       part combo 200 train_throughput.py --inductor combo_kernels=True --only ours_plain_compiled ours_train_fast \
         --json "$out/combo.json"
@@ -96,7 +104,7 @@ run_part() {  # one part of PARTS, by name
         tests/test_gpu.py > "$out/$1.log" 2>&1
       echo "== $1 rc=$? in $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$out/env.log"
       grep 'PASSED\|FAILED\|ERROR\|s call\|passed\|failed' "$out/$1.log" | cut -c1-160 | tail -30 ;;
-    *) echo "== $1: no such part (sweep candidates train host layout ddp combo compiled compiles tests traintests sampletests)" | tee -a "$out/env.log" ;;
+    *) echo "== $1: no such part (sweep candidates train host layout ddp ddpvariants combo compiled compiles tests traintests sampletests)" | tee -a "$out/env.log" ;;
   esac
 }
 last=${parts##* }

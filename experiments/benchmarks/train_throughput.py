@@ -2,7 +2,7 @@
 (`--isolate`: one process per figure).
 
     python experiments/benchmarks/train_throughput.py                 # issue 11's figures, one GPU, ~4 minutes
-    python experiments/benchmarks/train_throughput.py --all           # every figure below (~12 minutes)
+    python experiments/benchmarks/train_throughput.py --all           # every figure below (~18 minutes)
     python experiments/benchmarks/train_throughput.py --quick --all   # CPU, tiny nets, < 2 minutes
     python experiments/benchmarks/train_throughput.py --compile-mode max-autotune-no-cudagraphs
     python experiments/benchmarks/train_throughput.py --quick --profile --only ours_train_eager   # host overheads
@@ -27,6 +27,9 @@ both ends; random data; bf16 autocast; fused AdamW; batch 128 by default):
   ours_train_fast_nographs               ours_train_fast with task.module.compile=default (no CUDA graphs: the
                                          default before the sixteenth session, and what auto picks under DDP)
   ours_train_fast_ddp1                   ours_train_fast under trainer=ddp with devices=1: DDP's own overhead
+  ours_train_fast_ddp1_*                 what might take it back (README.md, "Multi-GPU"): _same_stream wraps the
+                                         module in DDP on the current stream, _whole_graph compiles without dynamo's
+                                         DDPOptimizer graph splits, _graphs compiles with CUDA graphs under DDP
 
 One JSON line per figure, then a table. diffusers is the optional extra `bench`
 (`pip install 'guidelab[bench]'`), never a runtime dependency: without it the diffusers rows are skipped
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import json
 import os
@@ -363,9 +367,36 @@ class StepTimer(pl.Callback):
                 "host_issue_ms_per_step": issue}
 
 
+def ddp_on_current_stream():
+    """Lightning's `DDPStrategy._setup_model` builds DistributedDataParallel on a new side stream. The DDP reducer
+    keeps each parameter's AccumulateGrad node from then on, so every backward accumulates gradients on that stream:
+    torch 2.11 warns on the first backward ("The AccumulateGrad node's stream does not match ... or if you are using
+    DDP ..."; the sixteenth session's ddp log) that this may add synchronization, and says to build DDP on the stream
+    of the forwards. While this context is open, DDPStrategy builds it on the current stream."""
+    from unittest import mock
+
+    from pytorch_lightning.strategies import DDPStrategy
+    from torch.nn.parallel import DistributedDataParallel
+
+    def setup_model(self, model):
+        return DistributedDataParallel(module=model, device_ids=self.determine_ddp_device_ids(), **self._ddp_kwargs)
+
+    return mock.patch.object(DDPStrategy, "_setup_model", setup_model)
+
+
+def whole_graph_under_ddp():
+    """Dynamo's DDPOptimizer (`torch._dynamo.config.optimize_ddp`, on by default) splits a compiled net under DDP
+    into one graph per gradient bucket, so that the all-reduce of a bucket can start while the backward of the graphs
+    before it runs; each split is a graph of its own to call and guard. While this context is open, the net compiles
+    whole: the all-reduces then start only after its backward."""
+    return torch._dynamo.config.patch(optimize_ddp=False)
+
+
 def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, compile_mode: str | None,
-                  extra: list[str], out: Path, profile: bool = False, trainer: str = "gpu") -> tuple[float, dict]:
-    """images/s of `guidelab-train` steps (StepTimer), and what the CUDA allocator did during them."""
+                  extra: list[str], out: Path, profile: bool = False, trainer: str = "gpu",
+                  context=contextlib.nullcontext) -> tuple[float, dict]:
+    """images/s of `guidelab-train` steps (StepTimer), and what the CUDA allocator did during them; the run goes
+    inside `context()`."""
     size = 8 if quick else 32
     overrides = [
         "experiment=cifar10_ddpm", f"trainer={trainer}", "trainer.devices=1", "data=synthetic", "logger=csv", f"paths.output_dir={out}",
@@ -385,15 +416,16 @@ def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, 
     elif compile_mode:
         overrides += [f"task.module.compile={compile_mode}"]
     cfg = compose_config("train", [*overrides, *extra])
-    if profile:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+    with context():
+        if profile:
+            from torch.profiler import ProfilerActivity, profile as torch_profile
 
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-        with torch_profile(activities=activities) as prof:
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            with torch_profile(activities=activities) as prof:
+                train(cfg)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        else:
             train(cfg)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-    else:
-        train(cfg)
     return StepTimer.last.images_per_s, StepTimer.last.details()
 
 
@@ -561,14 +593,19 @@ def main(argv=None) -> list[dict]:
     figures["ours_plain_eager"] = lambda: plain(lambda: our_net(quick), call_ours, False)
     figures["ours_plain_compiled"] = lambda: plain(lambda: our_net(quick), call_ours, True)
     figures["ours_plain_compiled_nchw"] = lambda: plain(lambda: our_net(quick), call_ours, True, False)
-    for name, fast, trainer, extra in (
-            ("ours_train_eager", False, "gpu", []), ("ours_train_fast", True, "gpu", []),
-            ("ours_train_fast_nchw", True, "gpu", ["task.module.channels_last=false"]),
-            ("ours_train_fast_nographs", True, "gpu", ["task.module.compile=default"]),
-            ("ours_train_fast_ddp1", True, "ddp", [])):
-        figures[name] = lambda fast=fast, name=name, trainer=trainer, extra=extra: through_train(
+    nothing = contextlib.nullcontext
+    for name, fast, trainer, extra, context in (
+            ("ours_train_eager", False, "gpu", [], nothing), ("ours_train_fast", True, "gpu", [], nothing),
+            ("ours_train_fast_nchw", True, "gpu", ["task.module.channels_last=false"], nothing),
+            ("ours_train_fast_nographs", True, "gpu", ["task.module.compile=default"], nothing),
+            ("ours_train_fast_ddp1", True, "ddp", [], nothing),
+            ("ours_train_fast_ddp1_same_stream", True, "ddp", [], ddp_on_current_stream),
+            ("ours_train_fast_ddp1_whole_graph", True, "ddp", [], whole_graph_under_ddp),
+            ("ours_train_fast_ddp1_graphs", True, "ddp", ["task.module.compile=reduce-overhead"], nothing)):
+        figures[name] = lambda fast=fast, name=name, trainer=trainer, extra=extra, context=context: through_train(
             fast, quick, batch, warmup, steps, args.compile_mode, [*args.train_override, *extra],
-            Path(run_dir) / name, profile=args.profile and name == "ours_train_eager", trainer=trainer)
+            Path(run_dir) / name, profile=args.profile and name == "ours_train_eager", trainer=trainer,
+            context=context)
     if args.only is None:  # --all
         args.only = list(figures)
     if theirs is None:  # said above: the diffusers rows are skipped
@@ -600,19 +637,26 @@ def report(rows: list[dict], info: dict, batch: int, write) -> list[dict]:
     """The figures as a table and against issue 11's targets; `write` records them as complete."""
     by_name = {r["figure"]: r["images_per_s"] for r in rows if r.get("images_per_s") is not None}
     # issue / wall near 1: the GPU waits for the host's launches; far below 1: the GPU is the limit (README.md)
-    print(f"\n{'figure':<26}{'images/s':>12}{'wall ms':>10}{'issue ms':>10}{'issue/wall':>12}   "
+    width = max([26, *(len(r["figure"]) + 2 for r in rows)])
+    print(f"\n{'figure':<{width}}{'images/s':>12}{'wall ms':>10}{'issue ms':>10}{'issue/wall':>12}   "
           f"({info['device']}, torch {info['torch']}, batch {batch})")
     for row in rows:
         rate, wall, issue = row.get("images_per_s"), row.get("wall_ms_per_step"), row.get("host_issue_ms_per_step")
         if rate is None:
-            print(f"{row['figure']:<26}{'failed':>12}   {row.get('error')}")
+            print(f"{row['figure']:<{width}}{'failed':>12}   {row.get('error')}")
             continue
         times = f"{wall:>10.2f}{issue:>10.2f}{issue / wall:>12.2f}" if wall and issue is not None else ""
-        print(f"{row['figure']:<26}{rate:>12,.1f}{times}")
+        print(f"{row['figure']:<{width}}{rate:>12,.1f}{times}")
     for ours in ("ours_train_fast", "ours_train_fast_nchw", "ours_train_fast_nographs"):
         for target, factor in (("diffusers_eager", 2.0), ("diffusers_compiled", 1.2)):
             if target in by_name and ours in by_name:
                 print(f"{ours} / {target} = {by_name[ours] / by_name[target]:.2f} (target >= {factor})")
+    # DDP on one device against the same compile mode without DDP: what DDP itself costs per GPU
+    for name in by_name:
+        if name.startswith("ours_train_fast_ddp1"):
+            alone = "ours_train_fast" if name.endswith("_graphs") else "ours_train_fast_nographs"
+            if alone in by_name:
+                print(f"{name} / {alone} = {by_name[name] / by_name[alone]:.2f} (DDP on one device / no DDP)")
     write(complete=True)
     return rows
 
