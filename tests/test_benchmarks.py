@@ -223,3 +223,18 @@ def test_report_table_shows_wall_and_issue_time_per_step(bench, capsys):
     long_row = next(line for line in lines if line.startswith("ours_train_fast_ddp1_same_stream "))
     assert long_row.index("3,000.0") + len("3,000.0") == lines[header].index("images/s") + len("images/s")
     assert "ours_train_fast_ddp1_same_stream / ours_train_fast_nographs = 0.75 (DDP on one device / no DDP)" in lines
+
+
+def test_ddp_graphs_counts_the_cuts_ddp_optimizer_makes():
+    """ddp_graphs.py (digits-sized net, 1 MB buckets): DDPOptimizer cuts the compiled net into more than one graph,
+    the pieces together hold the whole graph's nodes, and without DDPOptimizer the net compiles whole."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "ddp_graphs.py"
+    spec = importlib.util.spec_from_file_location("ddp_graphs_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cut = module.main(["--quick", "--bucket-mb", "1"])
+    whole = module.main(["--quick", "--bucket-mb", "1", "--whole"])
+    assert cut["graphs"] > 1 and whole["graphs"] == 1
+    assert sum(cut["nodes_per_graph"]) == whole["nodes_per_graph"][0]
+    with pytest.raises(SystemExit):
+        module.main(["--quick", "--bucket-mb", "0.5"])

@@ -44,7 +44,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -66,6 +65,7 @@ import torch.nn.functional as F  # noqa: E402
 from guidelab.apps.config import compose_config  # noqa: E402
 from guidelab.apps.train import train  # noqa: E402
 from guidelab.diffusion import NoiseSchedule  # noqa: E402
+from guidelab.evaluation.result import software_versions  # noqa: E402
 from guidelab.modules.base import COMPILE_MODES, build_net  # noqa: E402
 
 # google/ddpm-cifar10-32 (Ho et al. 2020's CIFAR-10 model as diffusers ships it)
@@ -460,8 +460,8 @@ def set_inductor(settings: list[str]) -> dict:
 
 
 def versions(device: torch.device) -> dict:
-    info = {"torch": torch.__version__, "pytorch_lightning": pl.__version__, "python": platform.python_version(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
+    """What the figures came from: the fields every guidelab result records, and diffusers."""
+    info = software_versions(device)
     try:
         import diffusers
 
