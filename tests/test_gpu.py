@@ -195,11 +195,13 @@ def test_classifier_on_a_second_stream_samples_what_one_stream_samples(fast_path
     assert torch.allclose(out[True], out[False], atol=1e-4)
 
 
-def test_guided_sampling_callback_on_gpu_with_the_fast_path(tmp_path):
+@pytest.mark.parametrize("fast_path", ["auto", "graphs"])
+def test_guided_sampling_callback_on_gpu_with_the_fast_path(tmp_path, fast_path):
     """A classifier run on trainer=gpu (net compiled in place, with CUDA graphs: compile auto) with the
-    guided-sampling callback, whose sweep
-    wraps the nets again (bf16, channels_last, torch.compile: fast_path auto -> on): the curve is written and
-    finite. Last in this file: the slowest (three short trainings and two compiled sweeps)."""
+    guided-sampling callback, whose sweep wraps the nets again (bf16, channels_last, torch.compile: fast_path auto
+    -> on; `graphs` adds CUDA graphs of its own beside the training step's, what `auto` would pick if it took graphs
+    for sampling too): the curve is written and finite. Last in this file: the slowest (three short trainings and
+    two compiled sweeps)."""
     import json
 
     ckpts = {}
@@ -214,11 +216,11 @@ def test_guided_sampling_callback_on_gpu_with_the_fast_path(tmp_path):
         f"callbacks.guided_sampling.eval_classifier_checkpoint={ckpts['eval_classifier']}",
         "callbacks.guided_sampling.settings.scales=[0.0,4.0]", "callbacks.guided_sampling.settings.samples_per_scale=32",
         "callbacks.guided_sampling.settings.steps=4", "callbacks.guided_sampling.metrics.num_real=64",
-        "callbacks.guided_sampling.every_n_epochs=1"])
+        "callbacks.guided_sampling.every_n_epochs=1", f"callbacks.guided_sampling.settings.fast_path={fast_path}"])
     train(cfg)
     (report,) = (out / "guided_sampling").iterdir()
     doc = json.loads((report / "quality_diversity.json").read_text())
     assert [row["scale"] for row in doc["rows"]] == [0.0, 4.0]
     assert all(row["fid"] is not None and row["accuracy"] is not None for row in doc["rows"])
     assert doc["settings"]["methods"]["classifier"]["fast"] == {"bf16": True, "channels_last": True, "compile": True,
-                                                                "cuda_graphs": False}
+                                                                "cuda_graphs": fast_path == "graphs"}

@@ -30,9 +30,11 @@
 #   tests     pytest -m gpu (-v: the log names each test as it starts; --durations): what the budget leaves when
 #             last, at most 6 minutes otherwise. On a fresh machine each test compiles its nets: the sixteenth
 #             session's 428 s ran the first three of ten
-#   traintests / sampletests  the GPU tests not yet run on a GPU, in two groups that each fit a call: training
-#             (the CIFAR-10 preset, the training sync check, the callback that trains a classifier with graphs) and
-#             sampling (the sampling sync check, the graphs and second-stream sampling paths)
+#   traintests / sampletests  the GPU tests in two groups that each fit a call: training (the CIFAR-10 preset,
+#             the training sync check, the callback that trains a classifier with graphs, sampling with and without
+#             graphs of its own) and sampling (the sampling sync check, the graphs and second-stream sampling paths)
+#   callbackgraphs  the one GPU test not yet run on a GPU: the callback sampling with fast_path=graphs beside the
+#             training step's graphs (~80 s on a fresh machine)
 # A 15-minute session fits two calls of about 5-6 minutes, started one right after the other (the machine stays warm
 # 30 s): the plan in README.md ("Prepared for the next GPU session"). Each part's timeout is capped by what is left of
 # BUDGET_S (a part with nothing left is skipped), and `timeout -k 10` kills a part that outlives SIGTERM (a train part
@@ -94,17 +96,18 @@ run_part() {  # one part of PARTS, by name
     compiles)
       part compiles 420 sweep_compiles.py --preset cifar10 --device cuda --out "$out/compiles.json"
       grep -v Warning "$out/compiles.log" | tail -12 ;;
-    tests|traintests|sampletests)  # what the budget leaves, at most 360 s when parts follow
+    tests|traintests|sampletests|callbackgraphs)  # what the budget leaves, at most 360 s when parts follow
       local limit=$(cap 360) t0=$(date +%s) select=()
       [ "$1" = "$last" ] && limit=$(( $(left) - 10 ))
       if [ "$limit" -le 30 ]; then echo "== $1 skipped: the budget is spent" | tee -a "$out/env.log"; return; fi
       [ "$1" = traintests ] && select=(-k "cifar10_preset or training_steps_do_not_sync or callback_on_gpu")
       [ "$1" = sampletests ] && select=(-k "sampling_steps_do_not_sync or graphs_path_samples or second_stream")
+      [ "$1" = callbackgraphs ] && select=(-k "callback_on_gpu and graphs")
       timeout -k 10 "$limit" python3 -m pytest -v --durations=0 -m gpu -p no:cacheprovider "${select[@]}" \
         tests/test_gpu.py > "$out/$1.log" 2>&1
       echo "== $1 rc=$? in $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$out/env.log"
       grep 'PASSED\|FAILED\|ERROR\|s call\|passed\|failed' "$out/$1.log" | cut -c1-160 | tail -30 ;;
-    *) echo "== $1: no such part (sweep candidates train host layout ddp ddpvariants combo compiled compiles tests traintests sampletests)" | tee -a "$out/env.log" ;;
+    *) echo "== $1: no such part (sweep candidates train host layout ddp ddpvariants combo compiled compiles tests traintests sampletests callbackgraphs)" | tee -a "$out/env.log" ;;
   esac
 }
 last=${parts##* }
