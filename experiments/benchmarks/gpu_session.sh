@@ -20,8 +20,9 @@
 #   ddp       train_throughput.py: ours through guidelab-train compiled without graphs, on one device alone and under
 #             trainer=ddp (where compile auto means no graphs): DDP's own overhead on a GPU (issue 11, ~4 min)
 #   ddpvariants  train_throughput.py: what might take back DDP's overhead on one GPU (the seventeenth session
-#             measured 0.72x of the same compile mode without DDP): CUDA graphs under DDP, DDP built on the current
-#             stream, the net compiled without DDPOptimizer's splits, then plain trainer=ddp as the baseline (~8 min)
+#             measured 0.72x of the same compile mode without DDP): plain trainer=ddp as the baseline first (a cut
+#             run keeps it), then CUDA graphs under DDP, DDP built on the current stream, and the net compiled
+#             without DDPOptimizer's splits (~8 min; each row compiles afresh)
 #   combo     train_throughput.py: ours compiled (plain loop and guidelab-train) with inductor's combo kernels,
 #             31% fewer launches per step by inductor_codegen.py; compare with the "train" and "compiled" rows
 #             of the same call (~3 min)
@@ -80,8 +81,8 @@ run_part() {  # one part of PARTS, by name
       part ddp 300 train_throughput.py --only ours_train_fast_nographs ours_train_fast_ddp1 --json "$out/ddp.json"
       grep '^{"figure' "$out/ddp.log" ;;
     ddpvariants)
-      part ddpvariants 540 train_throughput.py --json "$out/ddpvariants.json" --only ours_train_fast_ddp1_graphs \
-        ours_train_fast_ddp1_same_stream ours_train_fast_ddp1_whole_graph ours_train_fast_ddp1
+      part ddpvariants 540 train_throughput.py --json "$out/ddpvariants.json" --only ours_train_fast_ddp1 \
+        ours_train_fast_ddp1_graphs ours_train_fast_ddp1_same_stream ours_train_fast_ddp1_whole_graph
       grep '^{"figure\|Error\|AccumulateGrad' "$out/ddpvariants.log" | cut -c1-400
       grep -A 6 '^figure ' "$out/ddpvariants.log" ;;
     combo)
