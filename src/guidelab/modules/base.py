@@ -66,6 +66,12 @@ def is_compiled(net: torch.nn.Module) -> bool:
     return getattr(net, "_compiled_call_impl", None) is not None
 
 
+def graphs_replay(mode: str | None, device: torch.device) -> bool:
+    """Whether a net compiled in `mode` replays CUDA graphs on `device` (on other devices those modes compile
+    without graphs)."""
+    return device.type == "cuda" and mode in CUDA_GRAPH_MODES
+
+
 def compile_mode(value, device: torch.device, *, parallel: bool = False) -> str | None:
     """The torch.compile mode `compile` asks for on `device`, or None for eager: a named mode as given, true
     "default", false None. "auto" is the fast path: on one CUDA device "reduce-overhead", whose CUDA graphs
@@ -151,7 +157,7 @@ class GuidelabModule(pl.LightningModule):
         """Whether the net's compiled forward and backward replay CUDA graphs here: compiled in reduce-overhead or
         max-autotune mode (named, or "auto" resolved for one CUDA device in `setup`), on a CUDA device (on other
         devices those modes compile without graphs)."""
-        return self.device.type == "cuda" and self._compile_mode in CUDA_GRAPH_MODES
+        return graphs_replay(self._compile_mode, self.device)
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
         """Lightning's default (`.grad` set to None), except where CUDA graphs replay the backward and gradients
@@ -194,7 +200,7 @@ class GuidelabModule(pl.LightningModule):
             mode = compile_mode(hp.compile, device, parallel=isinstance(strategy, ParallelStrategy))
             self._apply_fast_path(self.net, channels_last, mode)
             mode = self._compile_mode  # what the net runs with (a net compiled by an earlier fit keeps its mode)
-            graphs = " (CUDA graphs)" if device.type == "cuda" and mode in CUDA_GRAPH_MODES else ""
+            graphs = " (CUDA graphs)" if graphs_replay(mode, device) else ""
             rank_zero_info(f"{self.kind} net on {device.type}: torch.compile "
                            f"{'off' if mode is None else repr(mode) + ' mode' + graphs}, channels_last "
                            f"{'on' if self._channels_last else 'off'} (task.module.compile={hp.compile}, "
