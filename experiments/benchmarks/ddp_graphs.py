@@ -2,7 +2,7 @@
 
     python experiments/benchmarks/ddp_graphs.py                    # the CIFAR-10 preset, 25 MB buckets (DDP's default)
     python experiments/benchmarks/ddp_graphs.py --whole            # torch._dynamo.config.optimize_ddp=False
-    python experiments/benchmarks/ddp_graphs.py --quick --bucket-mb 0.05
+    python experiments/benchmarks/ddp_graphs.py --quick --bucket-mb 1    # the digits-sized net, cut in two
 
 Under DDP, dynamo's DDPOptimizer cuts a compiled net into one graph per gradient bucket, so that a bucket's
 all-reduce can start while the backward of the graphs before it still runs. Each piece is then called, guarded and
@@ -18,14 +18,14 @@ import argparse
 import json
 import os
 import socket
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from guidelab.apps.config import compose_config
-from guidelab.modules.base import build_net
-
-QUICK_NET = ["net.base_channels=16", "net.num_res_blocks=1", "net.attention_resolutions=[4]", "net.groups=8"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import our_net  # noqa: E402  beside this file: the preset net its guidelab-train rows train
 
 
 class Caller(torch.nn.Module):
@@ -47,9 +47,8 @@ def free_port() -> int:
 
 def count_graphs(quick: bool, whole: bool, bucket_mb: float) -> list[int]:
     """Node counts of the graphs dynamo compiles for one forward of the preset net under DDP."""
-    cfg = compose_config("train", ["experiment=cifar10_ddpm", "paths.output_dir=.", *(QUICK_NET if quick else [])])
     size = 8 if quick else 32
-    net = build_net(dict(cfg.net), [3, size, size])
+    net = our_net(quick)
     graphs: list[int] = []
 
     def counting_backend(gm: torch.fx.GraphModule, example_inputs):
