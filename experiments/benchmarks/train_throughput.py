@@ -3,7 +3,7 @@
 
     python experiments/benchmarks/train_throughput.py                 # issue 11's figures, one GPU, ~4 minutes
     python experiments/benchmarks/train_throughput.py --all           # every figure below (~18 minutes)
-    python experiments/benchmarks/train_throughput.py --quick --all   # CPU, tiny nets, < 2 minutes
+    python experiments/benchmarks/train_throughput.py --quick --all   # CPU, tiny nets, ~2.5 minutes on 2 cores
     python experiments/benchmarks/train_throughput.py --compile-mode max-autotune-no-cudagraphs
     python experiments/benchmarks/train_throughput.py --quick --profile --only ours_train_eager   # host overheads
     python experiments/benchmarks/train_throughput.py --only diffusers_compiled ours_plain_compiled --kernels 5
@@ -371,7 +371,7 @@ def ddp_on_current_stream():
     """Lightning's `DDPStrategy._setup_model` builds DistributedDataParallel on a new side stream. The DDP reducer
     keeps each parameter's AccumulateGrad node from then on, so every backward accumulates gradients on that stream:
     torch 2.11 warns on the first backward ("The AccumulateGrad node's stream does not match ... or if you are using
-    DDP ..."; the sixteenth session's ddp log) that this may add synchronization, and says to build DDP on the stream
+    DDP ..."; the seventeenth session's ddp log) that this may add synchronization, and says to build DDP on the stream
     of the forwards. While this context is open, DDPStrategy builds it on the current stream."""
     from unittest import mock
 
