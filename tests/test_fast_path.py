@@ -323,6 +323,37 @@ def test_sampling_benchmarks_cudnn_on_the_fast_path_only():
         torch.backends.cudnn.benchmark = before
 
 
+@pytest.mark.parametrize("fast_path", ["off", "eager"])
+def test_a_sweep_without_compile_runs_a_net_compiled_elsewhere_eagerly(oracle, fast_path):
+    """The callback's classifier is compiled in place for training (on one GPU with CUDA graphs, which hand back
+    the input gradient in their own memory). A sweep on a path without compile runs it eagerly, as off and eager
+    promise, and the compiled call is back afterwards. The compiled calls are counted by a backend that runs
+    the graph eagerly."""
+    runs = []
+
+    def counting_backend(graph_module, example_inputs):
+        def run(*args):
+            runs.append(len(args))
+            return graph_module.forward(*args)
+        return run
+
+    torch._dynamo.reset()
+    classifier = OracleNet(oracle.classify, num_classes=3)
+    classifier.compile(backend=counting_backend)
+    x, t = torch.randn(6, 2), torch.full((6,), 500)
+    classifier(x, t)
+    assert runs, "the net compiled in place runs its compiled graph"
+    sweep = settings(scales=[0.0, 2.0], samples_per_scale=6, batch_size=12, steps=3, fast_path=fast_path)
+    plan = _plan(sweep, 3, (2,), rank=0, world=1)
+    method = SweepMethod("classifier", ClassifierGuidance(classifier), OracleNet(oracle.eps))
+    runs.clear()
+    with Progress(disable=True) as bar:
+        images, _, _ = _sample_method(method, oracle.schedule, (2,), plan, sweep, torch.device("cpu"), bar)
+    assert runs == [] and torch.isfinite(images).all()
+    classifier(x, t)
+    assert runs, "after the sweep the compiled call is back"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["on", "graphs"])
 def test_compiled_path_matches_eager_on_cpu(mode):

@@ -66,18 +66,22 @@ class FastPath:
 
     @contextlib.contextmanager
     def sampling(self, device):
-        """While sampling on CUDA off the exact path, cuDNN benchmarks its convolution algorithms for each new
-        shape (the sweep's batches repeat a few shapes) and keeps the fastest; the previous setting comes back
-        after. The exact path keeps the user's setting, so it stays what a hand-written loop gets."""
-        if self.exact or torch.device(device).type != "cuda":
+        """What holds while sampling on this path; each setting comes back after.
+
+        - Without compile (off, eager), every net runs eagerly, also one compiled elsewhere: the callback's
+          classifier is compiled in place for training, on one GPU with CUDA graphs, and under off it would
+          otherwise run that compiled code and hand back its input gradient in the graphs' memory
+          (`torch.compiler.set_stance("force_eager")`).
+        - On CUDA off the exact path, cuDNN benchmarks its convolution algorithms for each new shape (the
+          sweep's batches repeat a few shapes) and keeps the fastest. The exact path keeps the user's setting, so
+          it stays what a hand-written loop gets."""
+        with contextlib.ExitStack() as settings:
+            if not self.compile:
+                settings.enter_context(torch.compiler.set_stance("force_eager"))
+            if not self.exact and torch.device(device).type == "cuda":
+                settings.callback(setattr, torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+                torch.backends.cudnn.benchmark = True
             yield
-            return
-        before = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = True
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.benchmark = before
 
     def wrap(self, net, *, convert_weights: bool = True):
         """`net` as it runs on this path (the net itself when exact). Weights are shared, not copied;
