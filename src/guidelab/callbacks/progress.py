@@ -7,6 +7,8 @@ import time
 
 from pytorch_lightning.callbacks import RichProgressBar
 
+from guidelab.evaluation.guided_sweep import draws_live
+
 
 class RichProgressBarEveryN(RichProgressBar):
     """Lightning's RichProgressBar, except that the metrics beside the bar are read every
@@ -72,8 +74,7 @@ class RichProgressBarEveryN(RichProgressBar):
                     self._log_line(trainer, description.strip())
 
     def _draws_live(self) -> bool:
-        console = self.progress.console
-        return console.is_terminal or console.is_jupyter
+        return draws_live(self.progress.console)
 
     def _init_progress(self, trainer) -> None:
         super()._init_progress(trainer)

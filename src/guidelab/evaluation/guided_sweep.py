@@ -180,8 +180,7 @@ LOG_LINES_EVERY_S = 60.0
 def log_line(bar: Progress, task, every_s: float = LOG_LINES_EVERY_S) -> None:
     """Written to a file (a SLURM job's log), a transient Rich bar shows nothing, so a long sweep would log
     nothing: there a plain line on the task's progress, at most every `every_s` seconds (host clock only)."""
-    console = bar.console
-    if bar.disable or console.is_terminal or console.is_jupyter:
+    if bar.disable or draws_live(bar.console):
         return
     state = bar.tasks[task]
     now = time.monotonic()
@@ -189,8 +188,14 @@ def log_line(bar: Progress, task, every_s: float = LOG_LINES_EVERY_S) -> None:
         return
     bar.update(task, last_line=now)
     rate = f", {state.speed:.3g} batches/s" if state.speed else ""
-    console.print(f"{state.description}: batch {state.completed:g}/{state.total:g}{rate}", markup=False,
+    bar.console.print(f"{state.description}: batch {state.completed:g}/{state.total:g}{rate}", markup=False,
                   highlight=False, soft_wrap=True)
+
+
+def draws_live(console) -> bool:
+    """Whether Rich redraws a progress bar in place on `console` (a terminal or a notebook); elsewhere (a file,
+    a pipe) it draws one frame when the bar stops, so plain lines stand in for it."""
+    return console.is_terminal or console.is_jupyter
 
 
 def _chunk_rows(scale_index: torch.Tensor, num_scales: int, batch_size: int, pad: bool):
