@@ -238,3 +238,39 @@ def test_ddp_graphs_counts_the_cuts_ddp_optimizer_makes():
     assert sum(cut["nodes_per_graph"]) == whole["nodes_per_graph"][0]
     with pytest.raises(SystemExit):
         module.main(["--quick", "--bucket-mb", "0.5"])
+
+
+def test_recompute_variant_turns_recompute_on_for_compiled_paths_only_and_restores_choose():
+    """guided_sweep.py's `recompute` row runs its sweep and step cost inside `recomputing`: every compiled FastPath
+    chosen there has `recompute` on, an exact one is left as it is, and FastPath.choose comes back after."""
+    import sys
+
+    from guidelab.evaluation.fast_nets import FastPath
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
+    try:
+        import guided_sweep
+    finally:
+        sys.path.pop(0)
+    before = FastPath.choose("on", "cpu")
+    with guided_sweep.recomputing(True):
+        assert FastPath.choose("on", "cpu").recompute and FastPath.choose("graphs", "cpu").recompute
+        assert FastPath.choose("off", "cpu") == FastPath()
+    with guided_sweep.recomputing(False):
+        assert FastPath.choose("on", "cpu") == before
+    assert FastPath.choose("on", "cpu") == before and not before.recompute
+    assert guided_sweep.VARIANTS["recompute"].recompute and not guided_sweep.VARIANTS["default"].recompute
+
+
+def test_recompute_row_context_sets_the_fast_paths_options_and_restores_them(bench):
+    """ours_train_fast_recompute trains inside `recompute_in_inductor`: inductor's thresholds are RECOMPUTE_OPTIONS
+    there and inductor's own values after."""
+    import torch._inductor.config as inductor_config
+
+    from guidelab.evaluation.fast_nets import RECOMPUTE_OPTIONS
+
+    before = {option: getattr(inductor_config, option) for option in RECOMPUTE_OPTIONS}
+    assert before != RECOMPUTE_OPTIONS
+    with bench.recompute_in_inductor():
+        assert {option: getattr(inductor_config, option) for option in RECOMPUTE_OPTIONS} == RECOMPUTE_OPTIONS
+    assert {option: getattr(inductor_config, option) for option in RECOMPUTE_OPTIONS} == before

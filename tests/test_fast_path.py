@@ -2,6 +2,7 @@
 work for rows whose scale is 0, frozen parameters while sampling, and the sweep's choice of path."""
 
 from collections import Counter
+from dataclasses import replace
 from math import nan
 
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 from gaussian_mixture import GaussianMixture
 from guidelab.diffusion import NoiseSchedule, sample
 from guidelab.diffusion.guidance import ClassifierGuidance, GuidanceInterval
-from guidelab.evaluation.fast_nets import FastNet, FastPath, with_fast_nets
+from guidelab.evaluation.fast_nets import RECOMPUTE_OPTIONS, FastNet, FastPath, with_fast_nets
 from guidelab.evaluation.guidance_methods import SweepMethod
 from guidelab.evaluation.guided_sweep import _chunk_rows, _dealt, _frozen, _plan, _sample_method, _TrajectoryProbe
 from test_scale_schedules import settings
@@ -306,6 +307,54 @@ def test_graphs_path_compiles_reduce_overhead_and_hands_back_copies(monkeypatch)
     # without graphs the same net's memory is handed on as it is (nothing copied that need not be)
     plain = FastPath(bf16=True, channels_last=True, compile=False).wrap(net)(torch.randn(shape), None)
     assert plain.untyped_storage().data_ptr() == net.out_buffer.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("mode", ["on", "graphs"])
+def test_recompute_compiles_the_calls_that_take_a_gradient_with_its_options(monkeypatch, mode):
+    """FastPath.recompute: a call that takes a gradient w.r.t. x (the guidance gradient) runs a second compilation
+    of the net, with RECOMPUTE_OPTIONS on top of the mode's own options (torch.compile takes a mode or options,
+    not both); a call without a gradient runs the mode's compilation. torch.compile is a recording stand-in."""
+    compiled = []
+
+    def recording_compile(net, mode=None, options=None):
+        calls = []
+        compiled.append((mode, options, calls))
+        return lambda *args: calls.append(torch.is_grad_enabled()) or net(*args)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    path = replace(FastPath.choose(mode, "cpu"), recompute=True)
+    wrapped = path.wrap(nn.Conv2d(3, 3, 1))
+    (plain_mode, plain_options, plain_calls), (grad_mode, grad_options, grad_calls) = compiled
+    assert (plain_mode, plain_options, grad_mode) == (path.compile_mode, None, None)
+    assert grad_options == {**({"triton.cudagraphs": True} if mode == "graphs" else {}), **RECOMPUTE_OPTIONS}
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        wrapped(x)
+    (grad,) = torch.autograd.grad(wrapped(x).sum(), x)
+    assert plain_calls == [False] and grad_calls == [True] and grad.shape == x.shape
+    compiled.clear()
+    FastPath.choose(mode, "cpu").wrap(nn.Conv2d(3, 3, 1))
+    assert len(compiled) == 1, "without recompute one compilation serves every call"
+    with pytest.raises(ValueError, match="recompute needs compile"):
+        FastPath(bf16=True, recompute=True)
+
+
+@pytest.mark.slow
+def test_recompute_gives_the_gradient_eager_gives_on_cpu():
+    """Inductor (CPU) with RECOMPUTE_OPTIONS, on a GroupNorm-SiLU-conv net under bf16: the input gradient and the
+    output of the eager bf16 net."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.SiLU(), nn.Conv2d(8, 3, 3, padding=1))
+    x = torch.randn(4, 3, 8, 8)
+    results = []
+    for path in (FastPath.choose("eager", "cpu"), replace(FastPath.choose("on", "cpu"), recompute=True)):
+        x_in = x.clone().requires_grad_(True)
+        out = path.wrap(net)(x_in)
+        (grad,) = torch.autograd.grad(out.square().sum(), x_in)
+        results.append((out.detach(), grad))
+    (eager_out, eager_grad), (out, grad) = results
+    assert torch.allclose(eager_out, out, atol=3e-2)
+    assert torch.allclose(eager_grad, grad, atol=3e-2 * eager_grad.abs().max().item())
 
 
 def test_sampling_benchmarks_cudnn_on_the_fast_path_only():

@@ -169,6 +169,36 @@ def test_graphs_path_samples_what_the_compiled_path_samples():
     assert (results["graphs"] - results["on"]).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("mode", ["on", "graphs"])
+def test_recompute_path_samples_what_the_compiled_path_samples(mode):
+    """FastPath.recompute (the classifier's gradient compiled with RECOMPUTE_OPTIONS) against the same mode without
+    it, same nets and x_T, deterministic DDIM: the same samples up to bf16 rounding and kernel order."""
+    from dataclasses import replace
+
+    from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
+    from guidelab.evaluation.fast_nets import FastPath
+    from guidelab.nets import EncoderClassifier, UNet
+
+    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
+    torch.manual_seed(0)
+    model = UNet(**net).cuda().eval().requires_grad_(False)
+    classifier = EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False)
+    noise = torch.randn(16, 1, 8, 8, device="cuda")
+    results = {}
+    for recompute in (False, True):
+        path = replace(FastPath.choose(mode, "cuda"), recompute=recompute)
+        with path.sampling("cuda"):
+            for _ in range(2):  # with graphs the second call replays recorded graphs
+                results[recompute] = sample(
+                    path.wrap(model), NoiseSchedule.linear(1000), (16, 1, 8, 8),
+                    guidance=ClassifierGuidance(path.wrap(classifier)), y=torch.arange(16, device="cuda") % 10,
+                    scale=torch.tensor([0.5, 1.0, 2.0, 4.0]).repeat_interleave(4), steps=6, sampler="ddim",
+                    noise=noise, device="cuda")
+    assert torch.isfinite(results[True]).all()
+    assert (results[True] - results[False]).abs().max() < 0.05
+
+
 @pytest.mark.parametrize("fast_path", ["off", "on"])
 def test_classifier_on_a_second_stream_samples_what_one_stream_samples(fast_path):
     """ClassifierGuidance(streams=True) on CUDA: the classifier's forward and backward on a side stream beside the
@@ -223,4 +253,5 @@ def test_guided_sampling_callback_on_gpu_with_the_fast_path(tmp_path, fast_path)
     assert [row["scale"] for row in doc["rows"]] == [0.0, 4.0]
     assert all(row["fid"] is not None and row["accuracy"] is not None for row in doc["rows"])
     assert doc["settings"]["methods"]["classifier"]["fast"] == {"bf16": True, "channels_last": True, "compile": True,
-                                                                "cuda_graphs": fast_path == "graphs"}
+                                                                "cuda_graphs": fast_path == "graphs",
+                                                                "recompute": False}

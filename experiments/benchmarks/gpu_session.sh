@@ -7,6 +7,11 @@
 #             graphs, with the classifier on a second stream, both DPM-Solver++ grids, step costs (~5 min)
 #   candidates  guided_sweep.py --variants default graphs streams: the textbook loop, the default compiled sweep and
 #             the two candidates for the 1.3 step ratio, each row followed by its step cost (~5 min)
+#   recompute guided_sweep.py --variants default recompute: the compiled sweep and its step cost, then the same with
+#             the classifier's gradient compiled with FastPath.recompute (inductor_codegen.py counts 49% fewer bytes
+#             in its backward); issue 12's 1.3 step ratio (~5 min)
+#   trainrecompute  train_throughput.py: ours through guidelab-train on the default fast path, then the same with
+#             fast_nets.RECOMPUTE_OPTIONS for inductor (inductor_codegen.py counts 41% fewer bytes in the backward; ~5 min)
 #   shipped   guided_sweep.py --variants shipped: the compiled sweep at the shipped batch (1,024) and its step cost
 #             there, guided against unguided; issue 12's 1.3 step ratio has been measured at batch 512 only (~4 min)
 #   train     train_throughput.py: diffusers eager and compiled, ours through guidelab-train on the default fast
@@ -36,8 +41,10 @@
 #   traintests / sampletests  the GPU tests in two groups that each fit a call: training (the CIFAR-10 preset,
 #             the training sync check, the callback that trains a classifier with graphs, sampling with and without
 #             graphs of its own) and sampling (the sampling sync check, the graphs and second-stream sampling paths)
-#   callbackgraphs  the one GPU test not yet run on a GPU: the callback sampling with fast_path=graphs beside the
+#   callbackgraphs  a GPU test not yet run on a GPU: the callback sampling with fast_path=graphs beside the
 #             training step's graphs (~80 s on a fresh machine)
+#   recomputetests  the GPU tests of FastPath.recompute, not yet run on a GPU: it samples what the same mode without
+#             it samples, with and without graphs (~2 min on a fresh machine)
 # A 15-minute session fits two calls of about 5-6 minutes, started one right after the other (the machine stays warm
 # 30 s): the plan in README.md ("Prepared for the next GPU session"). Each part's timeout is capped by what is left of
 # BUDGET_S (a part with nothing left is skipped), and `timeout -k 10` kills a part that outlives SIGTERM (a train part
@@ -67,6 +74,9 @@ run_part() {  # one part of PARTS, by name
     candidates)
       part candidates 330 guided_sweep.py --variants default graphs streams --out "$out/candidates.json"
       grep -v Warning "$out/candidates.log" | tail -24 ;;
+    recompute)
+      part recompute 330 guided_sweep.py --variants default recompute --out "$out/recompute.json"
+      grep -v Warning "$out/recompute.log" | tail -24 ;;
     shipped)
       part shipped 270 guided_sweep.py --variants shipped --out "$out/shipped.json"
       grep -v Warning "$out/shipped.log" | tail -24 ;;
@@ -79,6 +89,10 @@ run_part() {  # one part of PARTS, by name
       part host 270 train_throughput.py --kernels 3 --json "$out/host.json" --only ours_plain_compiled diffusers_compiled
       grep '^{"figure' "$out/host.log"  # whole: the allocator's counts, sync points, the rate after the profile
       grep 'GPU ms per step\|GPU busy\|^    ' "$out/host.log" | cut -c1-130 | head -90 ;;
+    trainrecompute)
+      part trainrecompute 330 train_throughput.py --only ours_train_fast ours_train_fast_recompute \
+        --json "$out/trainrecompute.json"
+      grep '^{"figure\|recompute /' "$out/trainrecompute.log" ;;
     layout)
       part layout 150 train_throughput.py --only ours_train_fast_nchw --json "$out/layout.json"
       grep '^{"figure' "$out/layout.log" ;;
@@ -102,18 +116,19 @@ run_part() {  # one part of PARTS, by name
     compiles)
       part compiles 420 sweep_compiles.py --preset cifar10 --device cuda --out "$out/compiles.json"
       grep -v Warning "$out/compiles.log" | tail -12 ;;
-    tests|traintests|sampletests|callbackgraphs)  # what the budget leaves, at most 360 s when parts follow
+    tests|traintests|sampletests|callbackgraphs|recomputetests)  # what the budget leaves, at most 360 s when parts follow
       local limit=$(cap 360) t0=$(date +%s) select=()
       [ "$1" = "$last" ] && limit=$(( $(left) - 10 ))
       if [ "$limit" -le 30 ]; then echo "== $1 skipped: the budget is spent" | tee -a "$out/env.log"; return; fi
       [ "$1" = traintests ] && select=(-k "cifar10_preset or training_steps_do_not_sync or callback_on_gpu")
-      [ "$1" = sampletests ] && select=(-k "sampling_steps_do_not_sync or graphs_path_samples or second_stream")
+      [ "$1" = sampletests ] && select=(-k "sampling_steps_do_not_sync or graphs_path_samples or second_stream or recompute_path")
       [ "$1" = callbackgraphs ] && select=(-k "callback_on_gpu and graphs")
+      [ "$1" = recomputetests ] && select=(-k "recompute_path")
       timeout -k 10 "$limit" python3 -m pytest -v --durations=0 -m gpu -p no:cacheprovider "${select[@]}" \
         tests/test_gpu.py > "$out/$1.log" 2>&1
       echo "== $1 rc=$? in $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$out/env.log"
       grep 'PASSED\|FAILED\|ERROR\|s call\|passed\|failed' "$out/$1.log" | cut -c1-160 | tail -30 ;;
-    *) echo "== $1: no such part (sweep candidates shipped train host layout ddp ddpvariants combo compiled compiles tests traintests sampletests callbackgraphs)" | tee -a "$out/env.log" ;;
+    *) echo "== $1: no such part (sweep candidates recompute shipped train trainrecompute host layout ddp ddpvariants combo compiled compiles tests traintests sampletests callbackgraphs recomputetests)" | tee -a "$out/env.log" ;;
   esac
 }
 last=${parts##* }

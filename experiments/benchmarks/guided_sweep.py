@@ -10,7 +10,8 @@ per call. Per-sample rates are compared: the slower paths run on fewer samples t
 the output). Every path samples `--steps` respaced steps; DPM-Solver++(2M) runs at `--solver-steps`.
 Every path runs at `--batch` (memory compared at equal batch), and the compiled sweep once more at the
 shipped default batch (conf/sweep_settings, what guidelab-sweep runs); `fast_path=graphs` (CUDA graphs) is a
-row of its own, and so is the classifier on a second CUDA stream (`streams`); `--variants` picks among these
+row of its own, and so are the classifier on a second CUDA stream (`streams`) and the classifier's gradient
+compiled with FastPath.recompute (`recompute`); `--variants` picks among these
 compiled rows, each followed by its step cost. A variant that fails is reported and the others still run.
 Also printed (work_per_sample.py): FLOPs and bytes per sample of the UNet and of the classifier's gradient,
 and the guided/unguided step ratios they alone would give.
@@ -24,7 +25,10 @@ import json
 import platform
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,14 +45,45 @@ from work_per_sample import work_per_sample  # beside this file
 
 NET_DIR = Path(__file__).resolve().parents[2] / "src" / "guidelab" / "conf" / "net"
 SCALES = [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
-# compiled sweep rows (--variants): name -> (row label, fast_path, at the shipped batch (else --batch),
-# classifier on a second stream)
+
+
+class Variant(NamedTuple):
+    """A compiled sweep row of --variants."""
+
+    label: str
+    fast_path: str
+    shipped_batch: bool = False  # at the shipped batch (else --batch)
+    streams: bool = False  # the classifier on a second stream
+    recompute: bool = False  # FastPath.recompute, which no fast_path mode sets yet
+
+
 VARIANTS = {
-    "default": ("bf16 + channels_last + compile (default on GPU)", "on", False, False),
-    "shipped": ("bf16 + channels_last + compile, batch {shipped} (shipped default)", "on", True, False),
-    "graphs": ("compiled + CUDA graphs (fast_path=graphs)", "graphs", False, False),
-    "streams": ("compiled, classifier on a second stream (method.classifier.streams)", "on", False, True),
+    "default": Variant("bf16 + channels_last + compile (default on GPU)", "on"),
+    "shipped": Variant("bf16 + channels_last + compile, batch {shipped} (shipped default)", "on", shipped_batch=True),
+    "graphs": Variant("compiled + CUDA graphs (fast_path=graphs)", "graphs"),
+    "streams": Variant("compiled, classifier on a second stream (method.classifier.streams)", "on", streams=True),
+    "recompute": Variant("compiled, classifier gradient recomputed (FastPath.recompute)", "on", recompute=True),
 }
+
+
+@contextmanager
+def recomputing(enabled: bool):
+    """While enabled, every compiled FastPath the sweep and step_cost choose has `recompute` on: the row of a
+    candidate that is not a fast_path mode yet."""
+    if not enabled:
+        yield
+        return
+    choose = FastPath.__dict__["choose"]
+
+    def choose_recomputing(cls, mode, device):
+        path = choose.__func__(cls, mode, device)
+        return replace(path, recompute=True) if path.compile else path
+
+    FastPath.choose = classmethod(choose_recomputing)
+    try:
+        yield
+    finally:
+        FastPath.choose = choose
 
 
 class NoMetrics:
@@ -257,23 +292,25 @@ def main(argv=None):
     # each compiled variant: its sweep row, then its step cost while its compiled code is warm, so that a run
     # cut short by a time limit keeps complete pairs
     for variant in args.variants if fast_mode == "on" else []:
-        label, mode, at_shipped_batch, streams = VARIANTS[variant]
-        size = shipped_batch if at_shipped_batch else batch
-        name = f"sweep, {label.format(shipped=shipped_batch)}"
-        try:
-            warm = time.perf_counter()  # the run itself for 2 steps: compiles for every shape it meets (one
-            run_sweep(model, classifier, schedule, shape,  # per net when the chunks divide evenly)
-                      settings(fast_per_scale, mode, steps=2, batch_size=size), device, streams)
-            print(f"{name}: torch.compile warm-up {time.perf_counter() - warm:.0f} s", flush=True)
-            measured(name, {**run_sweep(model, classifier, schedule, shape,
-                                        settings(fast_per_scale, mode, batch_size=size), device, streams),
-                            "batch": size})
-        except Exception as err:  # a variant that fails on this machine must not cost the others
-            print(f"{name}: FAILED {type(err).__name__}: {err}", flush=True)
-            failed[name] = f"{type(err).__name__}: {err}"
-            continue
-        measure_cost(mode + ("" if size == batch else f", batch {size}") + (", streams" if streams else ""),
-                     mode, size, streams)
+        row = VARIANTS[variant]
+        mode, streams = row.fast_path, row.streams
+        size = shipped_batch if row.shipped_batch else batch
+        name = f"sweep, {row.label.format(shipped=shipped_batch)}"
+        with recomputing(row.recompute):
+            try:
+                warm = time.perf_counter()  # the run itself for 2 steps: compiles for every shape it meets (one
+                run_sweep(model, classifier, schedule, shape,  # per net when the chunks divide evenly)
+                          settings(fast_per_scale, mode, steps=2, batch_size=size), device, streams)
+                print(f"{name}: torch.compile warm-up {time.perf_counter() - warm:.0f} s", flush=True)
+                measured(name, {**run_sweep(model, classifier, schedule, shape,
+                                            settings(fast_per_scale, mode, batch_size=size), device, streams),
+                                "batch": size})
+            except Exception as err:  # a variant that fails on this machine must not cost the others
+                print(f"{name}: FAILED {type(err).__name__}: {err}", flush=True)
+                failed[name] = f"{type(err).__name__}: {err}"
+                continue
+            measure_cost(mode + ("" if size == batch else f", batch {size}") + (", streams" if streams else "")
+                         + (", recompute" if row.recompute else ""), mode, size, streams)
 
     for solver, grid in (("dpm++2m", "logSNR grid"), ("dpm++2m-t", "t grid")):  # the t grid matches DDIM-50 on digits
         measured(f"sweep, DPM-Solver++(2M) {args.solver_steps} steps, {grid}, {fast_mode}", run_sweep(

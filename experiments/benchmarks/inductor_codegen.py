@@ -4,6 +4,7 @@
     python experiments/benchmarks/inductor_codegen.py --nets ours --dropout 0.0 --layout nchw --combo-kernels
     python experiments/benchmarks/inductor_codegen.py --step sampling  # guided step: UNet vs classifier (~2 min)
     python experiments/benchmarks/inductor_codegen.py --step sampling --norm-output input  # GroupNorm returning bf16
+    python experiments/benchmarks/inductor_codegen.py --step sampling --recompute  # the fast path's `recompute`
     python experiments/benchmarks/inductor_codegen.py --nets ours --cudagraphs   # what reduce-overhead's graphs do
 
 Questions it answers:
@@ -399,6 +400,9 @@ def main(argv=None) -> dict:
                         help="training: override each net's dropout (ours 0.1, theirs 0.0)")
     parser.add_argument("--combo-kernels", action="store_true",
                         help="inductor's combo_kernels: independent small kernels launched as one")
+    parser.add_argument("--recompute", action="store_true",
+                        help="the fast path's `recompute`: inductor's thresholds for materialising an intermediate "
+                             "raised (fast_nets.RECOMPUTE_OPTIONS) for steps that take a gradient")
     parser.add_argument("--norm-output", choices=("float32", "input"), default="float32",
                         help="group_norm's result: float32 as CUDA autocast gives it, or the input's dtype (bf16)")
     parser.add_argument("--cudagraphs", action="store_true",
@@ -436,11 +440,18 @@ def main(argv=None) -> dict:
 
     setup = {"torch": torch.__version__, "triton": triton.__version__, "target": "sm_90 (fake H100)",
              "step": args.step, "batch": args.batch, "layout": args.layout, "dropout": args.dropout,
-             "combo_kernels": args.combo_kernels, "norm_output": args.norm_output, "cudagraphs": args.cudagraphs}
+             "combo_kernels": args.combo_kernels, "norm_output": args.norm_output, "cudagraphs": args.cudagraphs,
+             "recompute": args.recompute}
     print(json.dumps(setup), flush=True)
     name = args.nets[0]
     torch.manual_seed(0)
     net, call, grad = build(name, args.dropout)
+    if args.recompute and grad:  # as FastNet compiles a call that takes a gradient
+        import torch._inductor.config as inductor_config
+        from guidelab.evaluation.fast_nets import RECOMPUTE_OPTIONS
+
+        for option, value in RECOMPUTE_OPTIONS.items():
+            setattr(inductor_config, option, value)
     x = torch.randn(args.batch, 3, 32, 32)
     if args.layout == "channels_last":
         net.to(memory_format=torch.channels_last)

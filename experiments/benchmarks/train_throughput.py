@@ -26,6 +26,8 @@ both ends; random data; bf16 autocast; fused AdamW; batch 128 by default):
   *_compiled_nchw, ours_train_fast_nchw  compiled without channels_last (inductor chooses the layout)
   ours_train_fast_nographs               ours_train_fast with task.module.compile=default (no CUDA graphs: the
                                          default before the sixteenth session, and what auto picks under DDP)
+  ours_train_fast_recompute              ours_train_fast with inductor's thresholds for materialising an
+                                         intermediate raised (fast_nets.RECOMPUTE_OPTIONS; fewer bytes in the backward)
   ours_train_fast_ddp1                   ours_train_fast under trainer=ddp with devices=1: DDP's own overhead
   ours_train_fast_ddp1_*                 what might take it back (README.md, "Multi-GPU"): _same_stream wraps the
                                          module in DDP on the current stream, _whole_graph compiles without dynamo's
@@ -392,6 +394,17 @@ def whole_graph_under_ddp():
     return torch._dynamo.config.patch(optimize_ddp=False)
 
 
+def recompute_in_inductor():
+    """The thresholds FastPath.recompute raises for the guidance gradient (fast_nets.RECOMPUTE_OPTIONS), here for
+    the training step: inductor recomputes GroupNorm, FiLM and SiLU inside the backward's kernels instead of
+    writing them out in float32 and reading them back. `inductor_codegen.py --recompute` counts 6,911 MB in the
+    backward instead of 11,788 MB for the CIFAR-10 preset at batch 128. While this context is open, every
+    compile takes them (the backward too: it compiles at the first backward, inside the run)."""
+    from guidelab.evaluation.fast_nets import RECOMPUTE_OPTIONS
+
+    return torch._inductor.config.patch(RECOMPUTE_OPTIONS)
+
+
 def through_train(fast: bool, quick: bool, batch: int, warmup: int, steps: int, compile_mode: str | None,
                   extra: list[str], out: Path, profile: bool = False, trainer: str = "gpu",
                   context=contextlib.nullcontext) -> tuple[float, dict]:
@@ -598,6 +611,7 @@ def main(argv=None) -> list[dict]:
             ("ours_train_eager", False, "gpu", [], nothing), ("ours_train_fast", True, "gpu", [], nothing),
             ("ours_train_fast_nchw", True, "gpu", ["task.module.channels_last=false"], nothing),
             ("ours_train_fast_nographs", True, "gpu", ["task.module.compile=default"], nothing),
+            ("ours_train_fast_recompute", True, "gpu", [], recompute_in_inductor),
             ("ours_train_fast_ddp1", True, "ddp", [], nothing),
             ("ours_train_fast_ddp1_same_stream", True, "ddp", [], ddp_on_current_stream),
             ("ours_train_fast_ddp1_whole_graph", True, "ddp", [], whole_graph_under_ddp),
@@ -651,6 +665,9 @@ def report(rows: list[dict], info: dict, batch: int, write) -> list[dict]:
         for target, factor in (("diffusers_eager", 2.0), ("diffusers_compiled", 1.2)):
             if target in by_name and ours in by_name:
                 print(f"{ours} / {target} = {by_name[ours] / by_name[target]:.2f} (target >= {factor})")
+    if "ours_train_fast_recompute" in by_name and "ours_train_fast" in by_name:
+        print(f"ours_train_fast_recompute / ours_train_fast = "
+              f"{by_name['ours_train_fast_recompute'] / by_name['ours_train_fast']:.2f}")
     # DDP on one device against the same compile mode without DDP: what DDP itself costs per GPU
     for name in by_name:
         if name.startswith("ours_train_fast_ddp1"):

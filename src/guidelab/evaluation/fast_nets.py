@@ -5,6 +5,12 @@ so the guidance gradient (taken w.r.t. a float32 x_t, log-softmax in float32), t
 the sampler's update all stay in float32. On by default on CUDA; on CPU the default is the exact path
 (float32, eager). `tests/test_fast_path.py` bounds what bf16 changes on the analytic oracle.
 
+`recompute` (not yet in any mode: the GPU timing is pending) compiles the calls that take a gradient, the
+classifier's forward and backward to x_t, with inductor's thresholds for materialising an intermediate raised
+(RECOMPUTE_OPTIONS), so its kernels recompute GroupNorm, FiLM and SiLU from the saved bf16 input instead of
+writing them out in float32 and reading them back (`experiments/benchmarks/README.md`, "Recompute in the
+classifier's backward").
+
 `graphs` adds CUDA graphs (torch.compile's "reduce-overhead" mode): a replay launches a whole forward (or
 the classifier's backward) at once, which pays where kernels are short, as in the small classifier's 8x8
 and 4x4 levels, and costs a recording per new batch shape. A replay writes its outputs into memory the
@@ -24,24 +30,35 @@ from torch import nn
 from guidelab.diffusion import Guidance
 from guidelab.diffusion.guidance.base import class_count
 
-__all__ = ["FastPath", "FAST_PATH_CHOICES", "FastNet", "with_fast_nets"]
+__all__ = ["FastPath", "FAST_PATH_CHOICES", "RECOMPUTE_OPTIONS", "FastNet", "with_fast_nets"]
 
 FAST_PATH_CHOICES = ("auto", "on", "graphs", "off", "eager")
+# Inductor materialises an intermediate that several kernels read once it reads more than 4 buffers, holds more
+# than 30 ops, or accumulates more than 8 reads (its defaults). In the classifier's backward that writes the
+# recomputed GroupNorm-FiLM-SiLU chain and the norm's input gradient in float32 and reads them back: raised
+# here, the compiled backward of the CIFAR-10 classifier moves 4,009 MB instead of 7,834 MB at batch 512, in
+# 110 launches instead of 180 (inductor_codegen.py --step sampling --recompute, lowered for an H100 on CPU).
+RECOMPUTE_OPTIONS = {"realize_reads_threshold": 32, "realize_opcount_threshold": 200,
+                     "realize_acc_reads_threshold": 32}
 
 
 @dataclass(frozen=True)
 class FastPath:
-    """How the nets run: `bf16` autocast, `channels_last` memory format, `compile` (torch.compile), and
-    `cuda_graphs` (compiled in "reduce-overhead" mode; on CPU that mode compiles without graphs)."""
+    """How the nets run: `bf16` autocast, `channels_last` memory format, `compile` (torch.compile),
+    `cuda_graphs` (compiled in "reduce-overhead" mode; on CPU that mode compiles without graphs), and
+    `recompute` (calls that take a gradient compiled with RECOMPUTE_OPTIONS)."""
 
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
+    recompute: bool = False
 
     def __post_init__(self):
         if self.cuda_graphs and not self.compile:
             raise ValueError("cuda_graphs needs compile=True: the graphs are torch.compile's 'reduce-overhead' mode")
+        if self.recompute and not self.compile:
+            raise ValueError("recompute needs compile=True: it sets options of torch.compile's inductor")
 
     @classmethod
     def choose(cls, mode: str, device) -> "FastPath":
@@ -94,12 +111,13 @@ class FastPath:
 
     def describe(self) -> dict:
         return {"bf16": self.bf16, "channels_last": self.channels_last, "compile": self.compile,
-                "cuda_graphs": self.cuda_graphs}
+                "cuda_graphs": self.cuda_graphs, "recompute": self.recompute}
 
 
 class FastNet(nn.Module):
     """net(x, *args) on a FastPath: bf16 autocast and channels_last input when asked, compiled when asked;
-    returns float32 and keeps the net's `num_classes`."""
+    returns float32 and keeps the net's `num_classes`. With `recompute`, a call that takes a gradient w.r.t. x
+    runs a second compilation of the net, with RECOMPUTE_OPTIONS (a net sampled only one way compiles once)."""
 
     def __init__(self, net, path: FastPath, *, convert_weights: bool = True):
         super().__init__()
@@ -110,14 +128,21 @@ class FastNet(nn.Module):
         if path.channels_last and convert_weights and isinstance(net, nn.Module):
             net.to(memory_format=torch.channels_last)
         self._run = torch.compile(net, mode=path.compile_mode) if path.compile else net
+        self._run_for_grad = self._run
+        if path.recompute:  # torch.compile takes a mode or options, not both: the mode's own options, then ours
+            from torch._inductor import list_mode_options
+
+            self._run_for_grad = torch.compile(net, options={**list_mode_options(path.compile_mode),
+                                                             **RECOMPUTE_OPTIONS})
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if self.path.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.path.cuda_graphs and x.requires_grad:
+        takes_grad = x.requires_grad and torch.is_grad_enabled()
+        if self.path.cuda_graphs and takes_grad:
             x = _CopyGradient.apply(x)  # the input gradient leaves the graph's memory before the next replay
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.path.bf16):
-            out = self._run(x, *args, **kwargs)
+            out = (self._run_for_grad if takes_grad else self._run)(x, *args, **kwargs)
         result = out.float().contiguous()
         if self.path.cuda_graphs and result is out:  # already float32 and contiguous: still the graph's memory
             result = result.clone()
