@@ -17,6 +17,17 @@ def _needs_cuda():
         pytest.fail("the gpu tests need a CUDA device (run them with -m gpu on a GPU machine only)")
 
 
+def tiny_cuda_nets():
+    """A tiny UNet and EncoderClassifier (8x8, one channel, 10 classes) on CUDA, seeded, eval mode, frozen."""
+    from guidelab.nets import EncoderClassifier, UNet
+
+    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
+    torch.manual_seed(0)
+    return (UNet(**net).cuda().eval().requires_grad_(False),
+            EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False))
+
+
 def gpu_overrides(out, steps: int) -> list[str]:
     return ["trainer=gpu", "trainer.devices=1", "logger=csv", f"paths.output_dir={out}", f"trainer.max_steps={steps}",
             "trainer.max_epochs=-1",
@@ -110,12 +121,8 @@ def test_guided_sampling_steps_do_not_sync():
     host, a time-dependent scale and DPM-Solver++ makes no host-device sync."""
     from guidelab.diffusion import ClassifierGuidance, GuidanceInterval, NoiseSchedule, sample
     from guidelab.diffusion.scale_schedules import scheduled_scale
-    from guidelab.nets import EncoderClassifier, UNet
 
-    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
-    model = UNet(**net).cuda().eval().requires_grad_(False)
-    classifier = EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False)
+    model, classifier = tiny_cuda_nets()
     scales = torch.tensor([0.0, 1.0, 2.0, 4.0]).repeat_interleave(4)  # on the host, as the sweep passes them
     armed = []
 
@@ -141,13 +148,8 @@ def test_graphs_path_samples_what_the_compiled_path_samples():
     next replay (the wrapper copies them out of the graphs' memory)."""
     from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
     from guidelab.evaluation.fast_nets import FastPath
-    from guidelab.nets import EncoderClassifier, UNet
 
-    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
-    torch.manual_seed(0)
-    model = UNet(**net).cuda().eval().requires_grad_(False)
-    classifier = EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False)
+    model, classifier = tiny_cuda_nets()
     noise = torch.randn(16, 1, 8, 8, device="cuda")
     scales = torch.tensor([0.5, 1.0, 2.0, 4.0]).repeat_interleave(4)  # no w=0 row: the gradient is handed on as is
     results = {}
@@ -177,13 +179,8 @@ def test_recompute_path_samples_what_the_compiled_path_samples(mode):
 
     from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
     from guidelab.evaluation.fast_nets import FastPath
-    from guidelab.nets import EncoderClassifier, UNet
 
-    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
-    torch.manual_seed(0)
-    model = UNet(**net).cuda().eval().requires_grad_(False)
-    classifier = EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False)
+    model, classifier = tiny_cuda_nets()
     noise = torch.randn(16, 1, 8, 8, device="cuda")
     results = {}
     for recompute in (False, True):
@@ -205,14 +202,9 @@ def test_classifier_on_a_second_stream_samples_what_one_stream_samples(fast_path
     eps-model give the samples of the sequential order (w=0 rows skipped, so index copies cross the streams)."""
     from guidelab.diffusion import ClassifierGuidance, NoiseSchedule, sample
     from guidelab.evaluation.fast_nets import FastPath
-    from guidelab.nets import EncoderClassifier, UNet
 
-    net = dict(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-               attention_downsample=(2,), num_heads=4, dropout=0.0, groups=8)
-    torch.manual_seed(0)
     path = FastPath.choose(fast_path, "cuda")
-    model = path.wrap(UNet(**net).cuda().eval().requires_grad_(False))
-    classifier = path.wrap(EncoderClassifier(**net, num_classes=10).cuda().eval().requires_grad_(False))
+    model, classifier = (path.wrap(net) for net in tiny_cuda_nets())
     noise = torch.randn(64, 1, 8, 8, device="cuda")
     scales = torch.tensor([0.0, 1.0, 2.0, 4.0]).repeat_interleave(16)
     out = {}
