@@ -185,6 +185,23 @@ def test_ddp_variant_rows_train_on_cpu(bench, tmp_path):
         [True] * 3
 
 
+@pytest.mark.slow
+def test_recompute_row_trains_on_cpu(bench, tmp_path):
+    """ours_train_fast_recompute trains through guidelab-train (tiny net, CPU) and the report compares it with
+    ours_train_fast."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "rows.json"
+    names = ["ours_train_fast", "ours_train_fast_recompute"]
+    run = subprocess.run([sys.executable, bench.__file__, "--quick", "--only", *names, "--warmup", "2", "--steps", "3",
+                          "--batch", "2", "--train-override", "task.module.compile=default", "--json", str(out)],
+                         check=True, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["figure"] for row in rows] == names and all(row["images_per_s"] > 0 for row in rows)
+    assert "ours_train_fast_recompute / ours_train_fast = " in run.stdout
+
+
 def test_kernel_names_keep_the_op_of_aten_elementwise_kernels(bench):
     """ATen's elementwise kernels all begin alike; the name kept must reach the functor that says which op ran."""
     copy = ("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::"
