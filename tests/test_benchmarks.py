@@ -277,6 +277,7 @@ def test_recompute_variant_turns_recompute_on_for_compiled_paths_only_and_restor
         assert FastPath.choose("on", "cpu") == before
     assert FastPath.choose("on", "cpu") == before and not before.recompute
     assert guided_sweep.VARIANTS["recompute"].recompute and not guided_sweep.VARIANTS["default"].recompute
+    assert set(guided_sweep.DEFAULT_VARIANTS) == set(guided_sweep.VARIANTS) - {"recompute"}  # opt-in row
 
 
 def test_recompute_row_context_sets_the_fast_paths_options_and_restores_them(bench):
