@@ -167,19 +167,26 @@ def test_ddp_variant_contexts_change_what_they_name_and_restore_it(bench):
     assert torch._dynamo.config.optimize_ddp == splits
 
 
-@pytest.mark.slow
-def test_ddp_variant_rows_train_on_cpu(bench, tmp_path):
-    """Each DDP variant row trains through guidelab-train (tiny net, gloo, one process), compiled as its name says."""
+def train_rows_on_cpu(bench, tmp_path, names: list[str]):
+    """Run train_throughput.py's rows `names` on CPU (tiny net, 2 warm-up and 3 timed steps at batch 2, compiled in
+    torch.compile's default mode); assert each trained, and hand back the finished process."""
     import subprocess
     import sys
 
     out = tmp_path / "rows.json"
-    names = ["ours_train_fast_ddp1_same_stream", "ours_train_fast_ddp1_whole_graph", "ours_train_fast_ddp1_graphs"]
     run = subprocess.run([sys.executable, bench.__file__, "--quick", "--only", *names, "--warmup", "2", "--steps", "3",
                           "--batch", "2", "--train-override", "task.module.compile=default", "--json", str(out)],
                          check=True, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     rows = json.loads(out.read_text())["rows"]
     assert [row["figure"] for row in rows] == names and all(row["images_per_s"] > 0 for row in rows)
+    return run
+
+
+@pytest.mark.slow
+def test_ddp_variant_rows_train_on_cpu(bench, tmp_path):
+    """Each DDP variant row trains through guidelab-train (tiny net, gloo, one process), compiled as its name says."""
+    run = train_rows_on_cpu(bench, tmp_path, ["ours_train_fast_ddp1_same_stream", "ours_train_fast_ddp1_whole_graph",
+                                              "ours_train_fast_ddp1_graphs"])
     modes = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("ddpm net on cpu")]
     assert ["'default' mode" in modes[0], "'default' mode" in modes[1], "'reduce-overhead' mode" in modes[2]] == \
         [True] * 3
@@ -189,16 +196,7 @@ def test_ddp_variant_rows_train_on_cpu(bench, tmp_path):
 def test_recompute_row_trains_on_cpu(bench, tmp_path):
     """ours_train_fast_recompute trains through guidelab-train (tiny net, CPU) and the report compares it with
     ours_train_fast."""
-    import subprocess
-    import sys
-
-    out = tmp_path / "rows.json"
-    names = ["ours_train_fast", "ours_train_fast_recompute"]
-    run = subprocess.run([sys.executable, bench.__file__, "--quick", "--only", *names, "--warmup", "2", "--steps", "3",
-                          "--batch", "2", "--train-override", "task.module.compile=default", "--json", str(out)],
-                         check=True, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    rows = json.loads(out.read_text())["rows"]
-    assert [row["figure"] for row in rows] == names and all(row["images_per_s"] > 0 for row in rows)
+    run = train_rows_on_cpu(bench, tmp_path, ["ours_train_fast", "ours_train_fast_recompute"])
     assert "ours_train_fast_recompute / ours_train_fast = " in run.stdout
 
 
