@@ -189,7 +189,7 @@ def log_line(bar: Progress, task, every_s: float = LOG_LINES_EVERY_S) -> None:
     bar.update(task, last_line=now)
     rate = f", {state.speed:.3g} batches/s" if state.speed else ""
     bar.console.print(f"{state.description}: batch {state.completed:g}/{state.total:g}{rate}", markup=False,
-                  highlight=False, soft_wrap=True)
+                      highlight=False, soft_wrap=True)
 
 
 def draws_live(console) -> bool:
