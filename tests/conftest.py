@@ -1,4 +1,7 @@
+import importlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +20,19 @@ def _no_wandb_network(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
+
+
+def benchmark_script(name: str):
+    """experiments/benchmarks/<name>.py as a module, imported as the scripts import one another (their folder on
+    sys.path while it loads)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def tiny_train_overrides(out, task: str, steps: int = 3) -> list[str]:

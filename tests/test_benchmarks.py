@@ -3,23 +3,18 @@ there costs the call's figures)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import benchmark_script
 
 STEPS, WALL_MS = 2, 2.0
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "train_throughput.py"
-    spec = importlib.util.spec_from_file_location("train_throughput_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("train_throughput")
 
 
 def device(name):
@@ -243,10 +238,7 @@ def test_report_table_shows_wall_and_issue_time_per_step(bench, capsys):
 def test_ddp_graphs_counts_the_cuts_ddp_optimizer_makes():
     """ddp_graphs.py (digits-sized net, 1 MB buckets): DDPOptimizer cuts the compiled net into more than one graph,
     the pieces together hold the whole graph's nodes, and without DDPOptimizer the net compiles whole."""
-    path = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "ddp_graphs.py"
-    spec = importlib.util.spec_from_file_location("ddp_graphs_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_script("ddp_graphs")
     cut = module.main(["--quick", "--bucket-mb", "1"])
     whole = module.main(["--quick", "--bucket-mb", "1", "--whole"])
     assert cut["graphs"] > 1 and whole["graphs"] == 1
@@ -258,15 +250,9 @@ def test_ddp_graphs_counts_the_cuts_ddp_optimizer_makes():
 def test_recompute_variant_turns_recompute_on_for_compiled_paths_only_and_restores_choose():
     """guided_sweep.py's `recompute` row runs its sweep and step cost inside `recomputing`: every compiled FastPath
     chosen there has `recompute` on, an exact one is left as it is, and FastPath.choose comes back after."""
-    import sys
-
     from guidelab.evaluation.fast_nets import FastPath
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
-    try:
-        import guided_sweep
-    finally:
-        sys.path.pop(0)
+    guided_sweep = benchmark_script("guided_sweep")
     before = FastPath.choose("on", "cpu")
     with guided_sweep.recomputing(True):
         assert FastPath.choose("on", "cpu").recompute and FastPath.choose("graphs", "cpu").recompute

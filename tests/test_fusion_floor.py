@@ -5,21 +5,15 @@ checked where it would give another number if it were wrong."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def floor():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "work_per_sample.py"
-    spec = importlib.util.spec_from_file_location("work_per_sample_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fusion_floor
+    return benchmark_script("work_per_sample").fusion_floor
 
 
 X = torch.randn(2, 4, 8, 8)  # 512 elements, 2,048 bytes
@@ -98,14 +92,7 @@ def test_the_gradient_of_a_norm_reads_its_input_again_and_a_convolutions_backwar
 def test_the_floor_of_each_preset_net_lies_below_what_its_eager_ops_move(floor):
     """On the digits presets, as the fast path runs them: the floor is below the eager count of the same step
     (which writes and reads every intermediate) and above what its convolutions and attention alone move."""
-    import sys
-
-    sys.path.insert(0, str(Path(floor.__code__.co_filename).parent))
-    try:
-        import guided_sweep
-        import work_per_sample
-    finally:
-        sys.path.pop(0)
+    guided_sweep, work_per_sample = benchmark_script("guided_sweep"), benchmark_script("work_per_sample")
     model, classifier, shape = guided_sweep.build_nets("digits", "cpu")
     model, classifier = (net.to(memory_format=torch.channels_last) for net in (model, classifier))
     eager = work_per_sample.work_per_sample(model, classifier, shape, "cpu", batch=8, bf16=True)
