@@ -36,6 +36,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from guidelab.diffusion.guidance.classifier import classifier_grad
+from guidelab.evaluation.fast_nets import FastPath
+
 
 class ByteCounter(TorchDispatchMode):
     """Bytes of every op's tensor inputs and outputs, by kind (views and in-place bookkeeping excluded)."""
@@ -182,7 +185,8 @@ def floor_per_sample(model, classifier, shape, bf16: bool = True, batch: int = F
     """fusion_floor of the UNet's forward and of the classifier's gradient, in MB (10^6 bytes, as
     inductor_codegen.py counts) per sample, and the guided/unguided ratio if both ran at their floors.
 
-    Traced with CPU autocast, which keeps GroupNorm in bf16 where CUDA autocast computes it in float32: fused
+    The nets run as FastNet runs them (bf16 autocast, channels_last, float32 out) and the gradient is
+    `classifier_grad`'s. Traced with CPU autocast, which keeps GroupNorm in bf16 where CUDA autocast computes it in float32: fused
     code either way, between the same bf16 tensors in memory. (Traced with the float32 norm, the classifier's
     floor is 4% lower: the backward's norm then reads the forward's float32 copy of its input, a fused value
     this count does not charge again.)"""
@@ -192,17 +196,15 @@ def floor_per_sample(model, classifier, shape, bf16: bool = True, batch: int = F
     t = torch.full((batch,), 500)
     y = torch.zeros(batch, dtype=torch.long)
 
-    def unet(x, t):
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(x, t)
+    path = FastPath(bf16=bf16, channels_last=bf16)  # the fast path's nets without compile: what it compiles
+    fast_model, fast_classifier = (path.wrap(net, convert_weights=False) for net in (model, classifier))
 
-    def guide(x, t, y):
-        x_in = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = classifier(x_in, t)
-            selected = F.log_softmax(logits.float(), dim=-1).gather(1, y[:, None]).sum()
-            return torch.autograd.grad(selected, x_in)[0]
+    def unet(x, t):
+        with torch.no_grad():
+            return fast_model(x, t)
+
+    def guide(x, t, y):  # the guidance gradient as ClassifierGuidance takes it
+        return classifier_grad(fast_classifier, x, t, y, check=False)[0]
 
     u, g = fusion_floor(unet, x, t), fusion_floor(guide, x, t, y)
 
