@@ -186,10 +186,10 @@ def floor_per_sample(model, classifier, shape, bf16: bool = True, batch: int = F
     inductor_codegen.py counts) per sample, and the guided/unguided ratio if both ran at their floors.
 
     The nets run as FastNet runs them (bf16 autocast, channels_last, float32 out) and the gradient is
-    `classifier_grad`'s. Traced with CPU autocast, which keeps GroupNorm in bf16 where CUDA autocast computes it in float32: fused
-    code either way, between the same bf16 tensors in memory. (Traced with the float32 norm, the classifier's
-    floor is 4% lower: the backward's norm then reads the forward's float32 copy of its input, a fused value
-    this count does not charge again.)"""
+    `classifier_grad`'s. Traced with CPU autocast, which keeps GroupNorm in bf16 where CUDA autocast computes
+    it in float32: fused code either way, between the same bf16 tensors in memory. (Traced with the float32
+    norm, the classifier's floor is 4% lower: the backward's norm then reads the forward's float32 copy of its
+    input, a fused value this count does not charge again.)"""
     x = torch.randn(batch, *shape)
     if bf16:
         x = x.contiguous(memory_format=torch.channels_last)
